@@ -16,28 +16,27 @@ Usage (copy this file; it needs torch, and safetensors for save/load):
     geora.export_peft(model, "peft_dir")                   # a standard PEFT LoRA on the *unmodified* base
 
 Choices the paper leaves open (each is tested in test_geora.py):
-- Exactness. W is never rewritten. The forward is h = W x + s * dW x with
-  dW = B A - B0 A0 = (B - B0) A + B0 (A - A0), evaluated in fp32 as P (Q x), P = [B - B0 | B0] (out x 2r),
-  Q = [A ; A - A0] (2r x in). This is algebraically the paper's W_res x + s B A x, but at init every term of
-  P Q x is an exact zero, so a bf16 model is reproduced bit for bit (storing W_res in bf16 instead loses
-  ~17% of the logits on Qwen2.5-1.5B, as in PEFT's PiSSA path), and the cancellation-free form keeps small
-  updates accurate in merge, export and the geometry report. The same P, Q serve all of them.
-- Reference policy. Under adapters_disabled the layer computes W x: exactly the initial policy, no model copy.
-- Quantile. q_rho(x) is the k-th smallest value with k = ceil(rho * numel) (the bottom rho fraction), per
-  weight matrix, found exactly by a sampled bracket plus kthvalue on the few candidates (torch.quantile
-  refuses more than 2^24 elements and a plain kthvalue over 13.7M entries costs 0.4 s on a laptop CPU).
-  Ties at the threshold are all kept (mask is `<=`).
-- alpha defaults to r (s = 1). For other alpha, S_r is split as S_r / s so that s B0 A0 is the rank-r part,
-  as PEFT does for PiSSA. The rank of W_r equals the adapter rank.
-- SVDs run in fp32 on the weight's device, one matrix at a time (cuSOLVER has no bf16 SVD).
-  svd="lowrank" is a seeded randomized SVD (torch.Generator on CPU, so the same seed gives the same A0, B0
-  on any device); it applies to top-r factors only: milora, geora-tail and geora-random need the whole
-  spectrum and always use the full SVD.
+- Exactness. W is never rewritten. The forward is h = W x + s dW x with dW = B A - B0 A0, written
+  cancellation-free as dW = (B - B0) A + B0 (A - A0) = P Q, P = [B - B0 | B0] (out x 2r), Q = [A ; A - A0]
+  (2r x in), and evaluated in fp32. Algebraically this is the paper's W_res x + s B A x, but at init every
+  term of P (Q x) is an exact zero, so a bf16 model is reproduced bit for bit. (Storing W_res in bf16, as
+  PEFT's PiSSA path does, gave a 17% relative logit error on Qwen2.5-1.5B-Instruct in a public
+  reproduction.) The same P, Q serve merge, the PEFT export and the geometry report.
+- Reference policy. Under adapters_disabled a layer computes W x: exactly the initial policy, no model copy.
+- Quantile. q_rho is the k-th smallest value, k = ceil(rho * numel) (the bottom rho fraction), per weight
+  matrix; ties at the threshold are all kept (`<=`). It is exact on any size (torch.quantile refuses more
+  than 2^24 elements): a random sample brackets the answer, kthvalue runs on the ~2% of entries inside.
+- alpha defaults to r (s = 1). For other alpha S_r is split as S_r / s, so s B0 A0 is the rank-r part, as PEFT
+  does for PiSSA. The rank of W_r equals the adapter rank.
+- SVDs run in fp32 on the weight's device, one matrix at a time (cuSOLVER has no bf16 SVD). svd="lowrank" is
+  a randomized SVD (niter power iterations, no oversampling, like PEFT's pissa_niter_N) whose draws come from
+  a per-layer CPU torch.Generator, never the global RNG: the seed fixes A0, B0. It serves top-r factors only;
+  milora, geora-tail and geora-random need the whole spectrum and always use the full SVD.
 - Targets: the seven projections q,k,v,o,gate,up,down (never embeddings or lm_head) unless `targets` says.
 - init: geora (default) | lora (B = 0, A Kaiming, no base change, no frozen copies) | pissa (top-r of W) |
   milora (bottom-r of W) | geora-random (r random singular triplets of W_geo) | geora-tail (bottom-r of W_geo).
   mask: union (default) | spec | euc | intersection.
-- A model should be cast to its training dtype before apply_geora: A, B, A0, B0 are kept in fp32.
+- Cast the model to its training dtype before apply_geora: A, B, A0, B0 stay fp32 whatever the model's dtype.
 """
 
 import contextlib
@@ -68,14 +67,13 @@ def kth_smallest(x, k, generator=None):
     assert 1 <= k <= n
     if n <= 1 << 20:
         return x.kthvalue(k).values
-    m = 1 << 16
-    idx = torch.randint(n, (m,), generator=generator).to(x.device)
-    sample = x[idx].sort().values
+    m = 1 << 14
+    sample = x[torch.randint(n, (m,), generator=generator).to(x.device)].sort().values
     p = k / n
-    margin = 5 * math.sqrt(p * (1 - p) / m) + 2 / m
+    margin = 5 * math.sqrt(p * (1 - p) / m) + 2 / m  # 5 sigma of the sample quantile's spread
     lo = sample[max(0, math.floor((p - margin) * m))]
     hi = sample[min(m - 1, math.ceil((p + margin) * m))]
-    n_below = int((x < lo).sum())
+    n_below = int(torch.count_nonzero(x < lo))  # count_nonzero: a bool .sum() would widen to int64 first
     inside = x[(x >= lo) & (x <= hi)]
     if n_below < k <= n_below + inside.numel():
         return inside.kthvalue(k - n_below).values
@@ -125,7 +123,7 @@ def init_factors(W, r, rho=0.2, scale=1.0, init="geora", mask="union", svd="full
         M = W
     else:  # the geora family decomposes the masked weight
         keep = geora_mask(W, r, rho, mask, svd, niter, generator)
-        kept = keep.float().mean().item()
+        kept = torch.count_nonzero(keep).item() / keep.numel()
         M = W * keep
         del keep
     if init in ("pissa", "geora"):
@@ -203,6 +201,15 @@ def _set_module(model, name, module):
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
+def _install(model, new, config):
+    """Freeze the whole model, then swap the adapted layers in (their A, B are the only trainable tensors)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, module in new.items():
+        _set_module(model, name, module)
+    model.geora_config = config
+
+
 def _module_seed(seed, name):
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (1 << 62)
 
@@ -251,12 +258,8 @@ def apply_geora(model, rank=16, rho=0.2, alpha=None, targets=None, init="geora",
         new[name] = GeoRALinear(lin, A0, B0, scale)
         kept.append(frac)
         del A0, B0
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for name, module in new.items():
-        _set_module(model, name, module)
-    model.geora_config = dict(rank=rank, rho=rho, alpha=alpha, targets=list(targets), init=init, mask=mask, svd=svd,
-                              niter=niter, seed=seed)
+    _install(model, new, dict(rank=rank, rho=rho, alpha=alpha, targets=list(targets), init=init, mask=mask, svd=svd,
+                              niter=niter, seed=seed))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return dict(modules=len(new), trainable=trainable, total=sum(p.numel() for p in model.parameters()),
                 kept_fraction=sum(kept) / len(kept) if kept else 1.0, scale=scale,
@@ -289,9 +292,17 @@ def merge(model):
 
 
 def _atomic_write(path, write):
+    """write(tmp) then rename: a crash leaves the old file or the new one, never half of one."""
     tmp = f"{path}.tmp{os.getpid()}"
     write(tmp)
     os.replace(tmp, path)
+
+
+def _write_json(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+    _atomic_write(path, write)
 
 
 def save_adapter(model, out_dir):
@@ -308,8 +319,7 @@ def save_adapter(model, out_dir):
                 tensors[f"{name}.{key}"] = t.detach().float().cpu().contiguous()
     _atomic_write(os.path.join(out_dir, "geora_adapter.safetensors"), lambda p: save_file(tensors, p))
     config = dict(model.geora_config, modules=[n for n, _ in adapted(model)])
-    _atomic_write(os.path.join(out_dir, "geora_config.json"),
-                  lambda p: open(p, "w").write(json.dumps(config, indent=2)))
+    _write_json(os.path.join(out_dir, "geora_config.json"), config)
 
 
 def load_adapter(model, out_dir):
@@ -320,7 +330,8 @@ def load_adapter(model, out_dir):
         raise ValueError(f"no geora_adapter.safetensors in {out_dir!r}: pass a directory written by save_adapter")
     if adapted(model):
         raise ValueError("model already has GeoRA adapters: load into a fresh base model")
-    config = json.load(open(os.path.join(out_dir, "geora_config.json")))
+    with open(os.path.join(out_dir, "geora_config.json")) as f:
+        config = json.load(f)
     tensors = load_file(path)
     scale = config["alpha"] / config["rank"]
     new = {}
@@ -335,11 +346,7 @@ def load_adapter(model, out_dir):
         get = lambda k: tensors[f"{name}.{k}"].to(dev) if f"{name}.{k}" in tensors else None
         A0 = get("A0")
         new[name] = GeoRALinear(lin, get("A") if A0 is None else A0, get("B0"), scale, A=get("A"), B=get("B"))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for name, module in new.items():
-        _set_module(model, name, module)
-    model.geora_config = {k: v for k, v in config.items() if k != "modules"}
+    _install(model, new, {k: v for k, v in config.items() if k != "modules"})
     return model
 
 
@@ -362,10 +369,8 @@ def export_peft(model, out_dir):
                   base_model_name_or_path=getattr(getattr(model, "config", None), "_name_or_path", None))
     os.makedirs(out_dir, exist_ok=True)
     _atomic_write(os.path.join(out_dir, "adapter_model.safetensors"), lambda p: save_file(tensors, p))
-    _atomic_write(os.path.join(out_dir, "adapter_config.json"),
-                  lambda p: open(p, "w").write(json.dumps(config, indent=2)))
-    _atomic_write(os.path.join(out_dir, "geora_config.json"),  # provenance; PEFT ignores this file
-                  lambda p: open(p, "w").write(json.dumps(model.geora_config, indent=2)))
+    _write_json(os.path.join(out_dir, "adapter_config.json"), config)
+    _write_json(os.path.join(out_dir, "geora_config.json"), model.geora_config)  # provenance; PEFT ignores it
 
 
 @torch.no_grad()

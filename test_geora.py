@@ -349,3 +349,24 @@ def test_quantized_weight_and_applying_twice_are_refused():
         geora.apply_geora(model, rank=4)
     with pytest.raises(ValueError, match="save_adapter|geora_adapter"):
         geora.load_adapter(tiny_qwen(), "/nonexistent-dir")
+
+
+# ---------------------------------------------------------------- the CUDA bf16 path (runs only where a GPU is)
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("svd", geora.SVDS)
+def test_cuda_bf16_exact_at_init_and_trains_under_autocast(svd):
+    model = tiny_qwen(torch.bfloat16).cuda()
+    ids = IDS.cuda()
+    ref = logits(model, ids)
+    geora.apply_geora(model, rank=4, svd=svd)
+    m = geora.adapted(model)[0][1]
+    assert m.A.device.type == "cuda" and m.A.dtype == torch.float32 and m.base.weight.dtype == torch.bfloat16
+    assert torch.equal(logits(model, ids), ref)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        model(ids, labels=ids).loss.backward()
+    opt.step()
+    assert not torch.equal(logits(model, ids), ref)
+    with geora.adapters_disabled(model):
+        assert torch.equal(logits(model, ids), ref)
