@@ -1,0 +1,376 @@
+"""Tests for reward.py: written cases for every rule (both directions), the real-data checks (skipped when
+../shared/data is absent), injection payloads, the time bound of the sympy step, and a seeded property test.
+
+    python -m pytest -q test_reward.py
+"""
+
+import json
+import multiprocessing
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import reward as R
+from reward import Result, extract_answer, gold_answer, grade
+
+DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
+C, W, N = "correct", "wrong", "no_answer"
+
+CASES = [  # (completion, gold, expected status)
+    # --- extraction: last box, nesting, shorthand, truncation, several boxes, fallbacks
+    (r"First \boxed{3}. Wait, that is wrong: \boxed{4}", "4", C),
+    (r"First \boxed{3}. Wait, that is wrong: \boxed{4}", "3", W),
+    (r"$\boxed{\frac{1}{\sqrt{2}}}$", r"\frac{\sqrt2}{2}", C),
+    (r"so \fbox{12} is it", "12", C),
+    (r"so $\boxed 5$.", "5", C),
+    (r"\boxed{\boxed{7}}", "7", C),
+    (r"The answer is \boxed{12", "12", N),                       # cut off inside the box
+    (r"\boxed{3} and later \boxed{12", "3", N),                   # no fallback to an earlier box
+    (r"The answer is \boxed{}", "1", N),
+    (r"\boxed{3} or \boxed{4}", "3", W),                          # hedging is a list, never a single gold
+    (r"\boxed{3} or \boxed{4}", "3, 4", C),
+    (r"$x=\boxed{1}$, $\boxed{-2}$", "1,-2", C),
+    (r"\boxed{5} \boxed{5}", "5", C),                             # repetition is not hedging
+    (r"\boxed{15\frac{39}{40}}, or \boxed{\frac{639}{40}}", r"\frac{639}{40}", C),
+    ("She pays 6 + 12 = 18 dollars.\n#### 18.", "18", C),
+    ("#### 18", "17", W),
+    ("####\n", "18", N),
+    ("So the answer is 27.", 27.0, C),
+    ("Final Answer: The final answer is $18$. I hope it is correct.", "18", C),
+    ("**Answer:** 42", "42", C),
+    ("I computed 5 + 7 = 12 and stopped", "12", N),               # never "the last number in the text"
+    (r"the answer is 5, but \boxed{6}", "6", C),                  # a box beats a phrase
+    ("", "1", N),
+    # --- normalisation
+    (r"\boxed{\$18.90}", r"\$18.90", C),
+    (r"\boxed{18.9}", r"\$18.90", C),
+    (r"\boxed{1,234}", "1234", C),
+    (r"\boxed{1,2}", "12", W),
+    (r"\boxed{32, 349}", "32349", W),
+    (r"\boxed{1,2345}", "12345", W),
+    (r"\boxed{10080}", r"10,\!080", C),
+    (r"\boxed{11111111100}", r"11,\! 111,\! 111,\! 100", C),
+    (r"\boxed{5.4 \text{ cents}}", "5.4", C),
+    (r"\boxed{864 \mbox{ inches}^2}", "864", C),
+    (r"\boxed{12 apples}", "12", C),
+    (r"\boxed{\mathrm{e}^2}", "e^2", C),                          # \mathrm{e} is Euler's number, not a unit
+    (r"\boxed{2}", "e^2", W),
+    (r"\boxed{90^\circ}", "90", C),
+    (r"\boxed{90}", r"90^{\circ}", C),
+    (r"\boxed{90°}", r"45^\circ", W),
+    (r"\boxed{25}", r"25\%", C),                                  # bare number for a percent gold
+    (r"\boxed{0.25}", r"25\%", C),                                # 25% is 0.25
+    (r"\boxed{25\%}", "25", C),
+    (r"\boxed{25}", "0.25", W),                                   # never gold*100 for a non-percent gold
+    (r"\boxed{0.25}", "25", W),                                   # never gold/100 either
+    (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"(3,\frac{\pi}{2})", C),
+    (r"\boxed{\dfrac{14}{3}}", r"\tfrac{14}{3}", C),
+    (r"\boxed{\frac43}", r"\frac{4}{3}", C),
+    (r"\boxed{\frac43}", r"\frac{4}{5}", W),
+    (r"\boxed{11\sqrt2}", r"11\sqrt{2}", C),
+    (r"\boxed{7\frac{1}{2}}", r"\frac{15}{2}", C),                # mixed number
+    (r"\boxed{7\frac{1}{2}}", r"\frac{7}{2}", W),                 # ... not a product
+    (r"\boxed{137 \frac{1}{2}}", "137.5", C),
+    (r"\boxed{18.00}", "18", C),
+    (r"\boxed{18.}", "18", C),
+    (r"\boxed{18.5}", "18", W),
+    (r"\boxed{25}", "025", C),
+    (r"\boxed{4.5 \times 10^{33}}", "4.5e33", C),
+    (r"\boxed{4.5e32}", "4.5e33", W),
+    (r"\boxed{x = 5}", "5", C),
+    (r"\boxed{5}", "x=5", C),
+    (r"\boxed{y = 5}", "x=5", W),                                 # two labels must agree
+    (r"\boxed{x \in [-2,7]}", "[-2,7]", C),
+    (r"\boxed{[-2,7]}", r"x \in (-2,7)", W),
+    (r"\boxed{C}", r"\text{(C)}", C),
+    (r"\boxed{\textbf{(C)}}", r"\text{(C)}", C),
+    (r"\boxed{(D)}", r"\text{(C)}", W),
+    (r"\boxed{\text{evelyn}}", r"\text{Evelyn}", C),
+    (r"\boxed{Navin}", r"\text{Evelyn}", W),
+    (r"\boxed{−5}", "-5", C),                                     # unicode minus
+    # --- comparison: exact rationals, rounding, tiny numbers
+    (r"\boxed{\frac{4}{6}}", r"\frac23", C),
+    (r"\boxed{0.15}", r"\frac{3}{20}", C),
+    (r"\boxed{0.16}", r"\frac{3}{20}", W),
+    (r"\boxed{0.333}", r"\frac{1}{3}", C),                        # 3 significant digits, correctly rounded
+    (r"\boxed{0.33}", r"\frac{1}{3}", W),
+    (r"\boxed{0.334}", r"\frac{1}{3}", W),
+    (r"\boxed{3.14}", r"\pi", C),
+    (r"\boxed{3.1}", r"\pi", W),
+    (r"\boxed{1.414}", r"\sqrt{2}", C),
+    (r"\boxed{4.487 \times 10^{33}}", "4.5e33", C),               # rounds to the gold's last digit
+    (r"\boxed{4.44e33}", "4.5e33", W),
+    (r"\boxed{0.561}", "0.5613", W),                              # fewer digits never help
+    (r"\boxed{2^{-99}}", "2^{-98}", W),
+    (r"\boxed{\frac{1}{2004!}}", r"\frac{1}{2006!}", W),
+    (r"\boxed{1/2004!}", r"\frac{1}{2004!}", C),
+    (r"\boxed{0}", r"\frac{1}{2004!}", W),
+    (r"\boxed{0.0}", r"\frac{1}{2004!}", W),
+    (r"\boxed{3\sqrt{13}}", r"\sqrt{117}", C),
+    (r"\boxed{3\sqrt{13}}", r"\sqrt{116}", W),
+    (r"\boxed{2i+1}", "1+2i", C),
+    (r"\boxed{1-2i}", "1+2i", W),
+    (r"\boxed{\frac{\log 8}{\log 2}}", "3", C),
+    # --- structures
+    (r"\boxed{(1,2)}", "(1,2)", C),
+    (r"\boxed{(2,1)}", "(1,2)", W),                               # points are ordered
+    (r"\boxed{3, 1, 2}", "1,2,3", C),                             # "all solutions" are a multiset
+    (r"\boxed{1, 2}", "1,2,3", W),
+    (r"\boxed{1, 1, 2}", "1,2,2", W),
+    (r"\boxed{\{1, 2\}}", "2, 1", C),
+    (r"\boxed{[2,4)}", "[2,4)", C),
+    (r"\boxed{(2,4]}", "[2,4)", W),
+    (r"\boxed{(-\infty, 0]}", r"(-\infty,0]", C),
+    (r"\boxed{(-\infty, 0)}", r"(-\infty,0]", W),
+    (r"\boxed{(9,36) \cup (0,9)}", r"(0,9) \cup (9,36)", C),      # unions are order-free
+    (r"\boxed{(0,36)}", r"(0,9) \cup (9,36)", W),
+    (r"\boxed{\begin{bmatrix} -1 & 0 \\ 0 & -1 \end{bmatrix}}", r"\begin{pmatrix} -1 & 0 \\ 0 & -1 \end{pmatrix}", C),
+    (r"\boxed{\begin{pmatrix} -1 & 0 \\ 0 & 1 \end{pmatrix}}", r"\begin{pmatrix} -1 & 0 \\ 0 & -1 \end{pmatrix}", W),
+    (r"\boxed{(-\frac13, \frac23, \frac53)}", r"\begin{pmatrix} -1/3 \\ 2/3 \\ 5/3 \end{pmatrix}", C),
+    (r"\boxed{1+\sqrt{19}, 1-\sqrt{19}}", r"1 \pm \sqrt{19}", C),
+    (r"\boxed{1+\sqrt{19}}", r"1 \pm \sqrt{19}", W),
+    (r"\boxed{x = \frac{3 \pm \sqrt{5}}{2}}", r"\frac{3+\sqrt5}{2}, \frac{3-\sqrt5}{2}", C),
+    (r"\boxed{52_8}", "52_8", C),
+    (r"\boxed{52}", "52_8", C),                                   # the digits in the asked base
+    (r"\boxed{42}", "52_8", W),                                   # ... not the decimal value
+    (r"\boxed{4210_8}", "4210_{5}", W),                            # the base is part of the answer
+    (r"\boxed{-2}", "-2,-2", W),                                  # a double root is listed twice
+    (r"\boxed{(-\infty, 0) \cup \{4\}}", r"(-\infty, 0) \cup\{1\}", W),
+    (r"\boxed{(-\infty, 0) \cup \{1\}}", r"(-\infty, 0) \cup\{1\}.", C),
+    # --- relations and symbolic equivalence
+    (r"\boxed{2x - y + 1 = 0}", "y = 2x + 1", C),                 # equal up to a nonzero factor
+    (r"\boxed{0}", "5x - 7y + 11z + 4 = 0", W),                   # never reduced to its right-hand side
+    (r"\boxed{-10x + 14y - 22z - 8 = 0}", "5x - 7y + 11z + 4 = 0", C),
+    (r"\boxed{5x - 7y + 11z = 4}", "5x - 7y + 11z + 4 = 0", W),
+    (r"\boxed{2x + 3}", "y = 2x + 3", C),
+    (r"\boxed{2 \le k}", r"k \geqslant 2", C),
+    (r"\boxed{k > 2}", r"k \geqslant 2", W),
+    (r"\boxed{f(x) = 2x}", "2x", C),
+    (r"\boxed{(x+1)^2}", "x^2+2x+1", C),
+    (r"\boxed{y^2+2y+1}", "x^2+2x+1", W),                         # strict variable names
+    (r"\boxed{(x+1)^3}", "x^2+2x+1", W),
+    (r"\boxed{\frac{\sin 2x}{2}}", r"\sin x \cos x", C),
+    (r"\boxed{\sin x}", r"\cos x", W),
+    (r"\boxed{|x|}", "x", W),
+    (r"\boxed{(a+5)(b+2)}", "ab + 2a + 5b + 10", C),
+    # --- gold shapes
+    ("... so the total is \\boxed{1080}", "She earns 1,000 + 80 = 1,080.\n#### 1,080", C),
+    (r"\boxed{-3}", "It drops.\n#### -3", C),
+    (r"\boxed{25}", "025", C),
+    (r"\boxed{27}", 27.0, C),
+    (r"\boxed{27.5}", 27.0, W),
+    (r"\boxed{\frac12}", ["$\\frac{1}{2}$"], C),
+    (r"\boxed{(3,2), (1,1)}", ["$(1,1), (3,2)$"], C),
+    (r"\boxed{62.5}", ["62.5%"], C),
+    (r"\boxed{4.49 \times 10^{33}}", "The flux is $\\boxed{4.5e33}$.", C),
+    (r"\boxed{4.4e33}", "The flux is $\\boxed{4.5e33}$.", W),
+    (r"\boxed{\frac{14}{3}}", {"solution": r"... \boxed{\frac{14}{3}}", "answer": r"\frac{14}{3}"}, C),  # a row
+]
+
+
+@pytest.mark.parametrize("completion,gold,expected", CASES)
+def test_written_case(completion, gold, expected):
+    r = grade(completion, gold)
+    assert r.status == expected, r
+    assert r.reward == (1.0 if expected == C else 0.0)
+
+
+def test_case_count_and_balance():
+    statuses = [e for _, _, e in CASES]
+    assert len(CASES) >= 80 and statuses.count(C) >= 30 and statuses.count(W) >= 30 and statuses.count(N) >= 5
+
+
+def test_extract_answer_contract():
+    assert extract_answer(r"a \boxed{x^{2}} b") == "x^{2}"
+    assert extract_answer(r"\boxed{\{1,2\}}") == r"\{1,2\}"           # escaped braces do not count
+    assert extract_answer(r"\boxed{1}, \boxed{-2}") == "1, -2"
+    assert extract_answer(r"\boxed{1}. Check: 2+2=4, so \boxed{-2}") == "-2"
+    assert extract_answer("no answer here, just 42") is None
+    assert extract_answer(None) is None
+    assert extract_answer("The final answer is $\\frac{1}{2}$. I hope it is correct.") == "\\frac{1}{2}"
+    assert extract_answer("the answer is $12") is None                 # unterminated math
+    assert extract_answer("#### 1,080\n") == "1,080"
+
+
+def test_gold_answer_shapes():
+    assert gold_answer("Natalia sold 48/2 = 24 clips.\n#### 72") == "72"
+    assert gold_answer("so $\\boxed{3}$ then $\\boxed{\\frac{1}{2}}$.") == "\\frac{1}{2}"  # MATH: last box
+    assert gold_answer("025") == "025"
+    assert gold_answer(27.0) == "27" and gold_answer(0.5) == "0.5" and gold_answer(7) == "7"
+    assert gold_answer(["$\\frac{1}{2}$"]) == "\\frac{1}{2}"
+    assert gold_answer(["$69$,$84$"]) == "69,84"
+    assert gold_answer("4.5e33") == "4.5e33"
+    assert gold_answer(r"\$32,\!348") == r"\$32,\!348"              # a plain string is unchanged
+    assert gold_answer({"answer": "#### 5"}) == "5"
+    assert gold_answer(None) is None and gold_answer(float("nan")) is None and gold_answer([]) is None
+    assert gold_answer("no box: \\boxed{}") is None
+    with pytest.raises(ValueError):
+        gold_answer(object())
+    with pytest.raises(ValueError):
+        grade("\\boxed{1}", "")
+
+
+def test_result_fields():
+    r = grade(r"so the answer is $\boxed{\dfrac{14}{3}}$.", r"\frac{14}{3}")
+    assert isinstance(r, Result) and r.reward == 1.0 and r.status == C
+    assert r.extracted == r"\dfrac{14}{3}" and r.pred == r.gold == r"\frac{14}{3}"
+    r = grade("no idea", "5")
+    assert (r.reward, r.status, r.extracted, r.pred, r.gold) == (0.0, N, None, None, "5")
+    assert R.reward(r"\boxed{5}", "5") == 1.0 and R.reward(r"\boxed{6}", "5") == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# real data
+
+def _load(name):
+    path = DATA / name / "test.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return [json.loads(line) for line in path.open()]
+
+
+def test_math500_solutions_and_echo():
+    rows = _load("math500")
+    assert len(rows) == 500
+    assert sum(grade(r["solution"], r["answer"]).status == C for r in rows) == 500
+    assert sum(grade("\\boxed{%s}" % r["answer"], r["answer"]).status == C for r in rows) == 500
+
+
+def test_math500_negatives():
+    rows = _load("math500")
+    hits = [(i, rows[i]["answer"], rows[(i + 1) % 500]["answer"]) for i in range(500)
+            if grade("\\boxed{%s}" % rows[i]["answer"], rows[(i + 1) % 500]["answer"]).status == C]
+    # verified by hand: the only neighbouring golds that are truly equal
+    assert hits == [(22, "5", "x=5"), (186, "7", "7"), (403, "3", "3")]
+
+
+def test_gsm8k_answers():
+    rows = _load("gsm8k")
+    assert len(rows) == 1319
+    assert sum(grade(r["answer"], r["answer"]).status == C for r in rows) == 1319
+    boxed = ["\\boxed{%s}" % gold_answer(r["answer"]).replace(",", "") for r in rows]
+    assert sum(grade(b, r["answer"]).status == C for b, r in zip(boxed, rows)) == 1319
+
+
+@pytest.mark.parametrize("name,key", [("aime24", "answer"), ("amc23", "answer"), ("olympiadbench", "final_answer"),
+                                      ("minerva_math", "solution")])
+def test_gold_echo(name, key):
+    rows = _load(name)
+    bad = [r[key] for r in rows if grade("\\boxed{%s}" % gold_answer(r[key]), r[key]).status != C]
+    assert not bad
+
+
+# ---------------------------------------------------------------------------------------------------------
+# safety
+
+@pytest.mark.parametrize("payload", [
+    "__import__('os').system('touch {p}')",
+    "lambda: 0",
+    "().__class__.__bases__[0].__subclasses__()",
+    "open('{p}', 'w').write('x')",
+    "exec(\"open('{p}','w')\")",
+    "eval('1+1')",
+    "x = __import__('os').system('touch {p}')",
+    r"\input{{/etc/passwd}}",
+    "{{{{config.__class__.__init__.__globals__}}}}",
+])
+def test_injection_is_inert(payload, tmp_path):
+    p = tmp_path / "pwned"
+    text = "\\boxed{" + payload.format(p=p) + "}"
+    for gold in ("0", "2", "x", "lambda: 0", "os"):
+        r = grade(text, gold)
+        assert r.status in (W, N) or r.pred == r.gold, r  # only the identical text can match
+    assert not p.exists()
+
+
+def test_refuses_towers_quickly():
+    t = time.perf_counter()
+    assert grade(r"\boxed{9^{9^{9^{9}}}}", "5").status == W
+    assert grade(r"\boxed{9^{9^{9^{9}}}}", r"9^{9^{9^{9}}}").status == C   # identical text only
+    assert grade(r"\boxed{10^{10^{10}}}", "10^{10^{9}}").status == W
+    assert grade(r"\boxed{(10^{10})!}", "1").status == W
+    assert grade(r"\boxed{x^{9^{9^{9}}}}", "x^{9^{9^{9}}+1}").status == W
+    assert time.perf_counter() - t < 1.0
+
+
+def test_symbolic_timeout_kills_and_recovers(monkeypatch):
+    assert grade(r"\boxed{(x+1)^2}", "x^2+2x+1").status == C     # the worker is up
+    slow = (r"\boxed{\sin^{6} u + \cos^{6} u}", r"1 - 3\sin^2 u \cos^2 u")   # sympy needs ~20 ms for this one
+    monkeypatch.setattr(R, "SYMBOLIC_TIMEOUT_S", 0.001)
+    t = time.perf_counter()
+    assert grade(*slow).status == W                      # a timeout is `wrong` ...
+    assert time.perf_counter() - t < 1.0
+    monkeypatch.undo()
+    assert grade(*slow).status == C                      # ... and a fresh worker took over
+
+
+def test_symbolic_from_threads():
+    pairs = [(r"\boxed{(x+%d)^2}" % k, "x^2 + %dx + %d" % (2 * k, k * k)) for k in range(1, 9)]
+    with ThreadPoolExecutor(4) as ex:
+        statuses = list(ex.map(lambda p: grade(*p).status, pairs))
+    assert statuses == [C] * 8
+    assert grade(r"\boxed{(x+1)^2}", "x^2 + 2x + 2").status == W
+
+
+def _grade_in_child(_):
+    return grade(r"\boxed{(a+b)^2}", "a^2 + 2ab + b^2").status
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_symbolic_in_forked_worker():
+    grade(r"\boxed{(x+1)^2}", "x^2+2x+1")                # the parent owns a sympy worker ...
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.map(_grade_in_child, [0]) == [C]      # ... and a forked child starts its own
+
+
+def _random_strings(n, seed=0):
+    """Random and adversarial strings: token soup, unicode, deep nesting, towers, huge inputs."""
+    rng = random.Random(seed)
+    toks = [r"\frac", r"\sqrt", "{", "}", "(", ")", "[", "]", "^", "_", "x", "y", "2", "9", "0", ".", ",", "-", "+",
+            r"\pm", r"\cdot", r"\pi", "e", "i", "!", "=", r"\le", r"\in", r"\cup", r"\infty", "|", r"\{", r"\}",
+            r"\sin", r"\log", r"\text{cm}", r"\%", "$", r"\begin{pmatrix}", r"\end{pmatrix}", "&", r"\\",
+            r"\boxed{", "####", " ", "\n", r"\left(", r"\right)", r"\binom", r"\lfloor", r"\rfloor", r"\dfrac",
+            "1,000", "e5", "\u00e9", "\u221e", "\u221a", "\x00", "'", r"\mathrm{e}", "the answer is ", "Final Answer: ",
+            "\\", "%", "#"]
+    out = []
+    for k in range(n):
+        kind = k % 10
+        if kind < 5:
+            s = "".join(rng.choice(toks) for _ in range(rng.randint(1, 60)))
+        elif kind == 5:
+            s = "".join(chr(rng.randint(0, 0x2FFF)) for _ in range(rng.randint(1, 200)))
+        elif kind == 6:
+            d = rng.randint(1, 3000)
+            s = rng.choice(["{" * d + "1" + "}" * d, "(" * d + "x", r"\sqrt{" * d + "2", "2^{" * d + "9" + "}" * d,
+                            "x^" * d + "2", "-" * d + "1", "1+" * d + "1", r"\frac{1}{" * d])
+        elif kind == 7:
+            s = rng.choice([r"9^{9^{9^{9}}}", r"10^{10^{10}}", r"(10^{10})!", r"\sin(10^{100})", r"e^{10^{10}}",
+                            r"\binom{10^9}{5}", "1e9999", "9" * 999, r"x^{x^{x^{x}}}", r"\sqrt[10^9]{2}",
+                            r"(x+y+z)^{200}", r"2^{2^{2^{2^{2^{2}}}}}", r"\lfloor 10^{1000} \rfloor"])
+        elif kind == 8:
+            s = rng.choice(["a", "1 ", r"\boxed{", "{", "$", "x+"]) * rng.randint(1000, 50_000)
+        else:
+            s = "".join(rng.choice(toks) for _ in range(rng.randint(1, 30)))
+        if k % 100 == 0:
+            s = s * max(1, 100_000 // max(1, len(s)))  # some 100k-character inputs
+        out.append(s if k % 3 else "\\boxed{" + s + "}")
+    return out
+
+
+def test_property_never_raises_and_is_fast():
+    golds = ["5", r"\frac{1}{2}", "x^2+1", "(1,2)", "[0,1)", r"2\sqrt{3}", "y = 2x+1", r"1 \pm \sqrt 2", "4.5e33",
+             r"\text{(C)}", r"9^{9^{9^{9}}}"]
+    strings = _random_strings(2000)
+    assert len(strings) == 2000 and max(map(len, strings)) >= 100_000
+    worst = 0.0
+    for k, s in enumerate(strings):
+        t = time.perf_counter()
+        r = grade(s, golds[k % len(golds)])
+        worst = max(worst, time.perf_counter() - t)
+        assert r.status in (C, W, N) and r.reward in (0.0, 1.0)
+        assert isinstance(extract_answer(s), (str, type(None)))
+    assert worst < 1.0, worst
