@@ -1,0 +1,394 @@
+"""Tests for grpo.py, train.py and tiny.py (CPU, about a minute or two).
+
+    python -m pytest -q test_train.py
+
+The training runs use a micro Qwen2 (hidden 32, 2 layers) taught the answer format in a second,
+on a JSONL file whose golds it guesses right about half the time, so GRPO has reward contrast:
+the pretrained tiny world itself is never built here (too slow for a test).
+"""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import geora
+import grpo
+import tiny
+import train
+from data import format_prompt
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# ----------------------------------------------------------------------------- advantages and loss
+
+def test_group_advantages_hand_values():
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    adv = grpo.group_advantages(r, 4, eps=0.0)
+    # group 1: mean .25, Bessel std sqrt(.25 * 4 / 3 * .75) = 0.5; group 2: mean .75, std 0.5
+    assert torch.allclose(adv, torch.tensor([1.5, -0.5, -0.5, -0.5, 0.5, 0.5, -1.5, 0.5]))
+    mean_only = grpo.group_advantages(r, 4, scale=False)
+    assert torch.allclose(mean_only, torch.tensor([0.75, -0.25, -0.25, -0.25, 0.25, 0.25, -0.75, 0.25]))
+    same = grpo.group_advantages(torch.tensor([1.0, 1.0, 0.0, 0.0]), 2)
+    assert torch.equal(same, torch.zeros(4))           # no contrast, no signal
+    eps = grpo.group_advantages(torch.tensor([1.0, 0.0]), 2, eps=1e-4)
+    assert torch.allclose(eps, torch.tensor([0.5, -0.5]) / (math.sqrt(0.5) + 1e-4))
+
+
+def _loss_inputs():
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -1.5, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    adv = torch.tensor([2.0, -1.0])
+    return logp, mask, adv
+
+
+def test_aggregations_hand_values():
+    logp, mask, adv = _loss_inputs()
+    # on-policy: ratio 1, per-token loss = -adv; row 1: -2 x 3 tokens, row 2: +1 x 1 token
+    loss, m = grpo.grpo_loss(logp, logp.detach(), None, adv, mask, agg="token-mean")
+    assert loss.item() == pytest.approx((-6 + 1) / 4)
+    assert m["clip_frac"] == 0 and m["tokens"] == 4
+    loss, _ = grpo.grpo_loss(logp, logp.detach(), None, adv, mask, agg="seq-mean")
+    assert loss.item() == pytest.approx((-2 + 1) / 2)
+    loss, _ = grpo.grpo_loss(logp, logp.detach(), None, adv, mask, agg="dr-grpo")
+    assert loss.item() == pytest.approx((-6 + 1) / (2 * 3))
+    loss, _ = grpo.grpo_loss(logp, logp.detach(), None, adv, mask, agg="token-mean", denom=10.0)
+    assert loss.item() == pytest.approx(-5 / 10)
+    # gradient of token-mean: d loss / d logp = -adv / n_tokens on masked tokens, 0 elsewhere
+    loss, _ = grpo.grpo_loss(logp, logp.detach(), None, adv, mask)
+    loss.backward()
+    assert torch.allclose(logp.grad, torch.tensor([[-0.5, -0.5, -0.5], [0.25, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("adv_sign", [1.0, -1.0])
+def test_ratio_clipping_loss_and_gradient(adv_sign):
+    # three tokens with ratios 0.5, 1.0, 1.5 (clip 0.2): exp(logp - old)
+    old = torch.zeros(1, 3)
+    ratios = torch.tensor([[0.5, 1.0, 1.5]])
+    logp = ratios.log().clone().requires_grad_(True)
+    adv = torch.tensor([adv_sign])
+    mask = torch.ones(1, 3)
+    loss, m = grpo.grpo_loss(logp, old, None, adv, mask, clip_low=0.2, clip_high=0.2)
+    loss.backward()
+    g = logp.grad[0]
+    if adv_sign > 0:   # min(r A, clip(r) A): 0.5 stays (pessimistic), 1.5 is clipped to 1.2
+        expected = -(0.5 + 1.0 + 1.2) / 3
+        assert g[0].item() == pytest.approx(-0.5 / 3) and g[2].item() == 0.0   # clipped: no gradient
+        assert m["clip_frac"] == pytest.approx(1 / 3)
+    else:              # A < 0: min(-r, -clip(r)): 0.5 is clipped to 0.8, 1.5 stays
+        expected = -(-0.8 - 1.0 - 1.5) / 3
+        assert g[0].item() == 0.0 and g[2].item() == pytest.approx(1.5 / 3)
+        assert m["clip_frac"] == pytest.approx(1 / 3)
+    assert loss.item() == pytest.approx(expected)
+    assert g[1].item() == pytest.approx(-adv_sign / 3)                          # ratio 1: plain PG
+    # clip-higher: a wider upper clip lets the 1.5 token through for A > 0
+    logp2 = ratios.log().clone().requires_grad_(True)
+    loss2, m2 = grpo.grpo_loss(logp2, old, None, torch.tensor([1.0]), mask, clip_low=0.2, clip_high=0.6)
+    assert loss2.item() == pytest.approx(-(0.5 + 1.0 + 1.5) / 3) and m2["clip_frac"] == 0
+
+
+def test_kl_zero_on_reference_positive_otherwise():
+    logp, mask, adv = _loss_inputs()
+    _, m = grpo.grpo_loss(logp, logp.detach(), logp.detach(), adv, mask, beta=0.1)
+    assert m["kl"] == 0.0 and m["kl_max"] == 0.0
+    ref = logp.detach() + torch.tensor([[0.3, -0.2, 0.0], [1.0, 50.0, 0.0]])  # 50: masked, clamped
+    loss, m = grpo.grpo_loss(logp, logp.detach(), ref, adv, mask, beta=0.1)
+    k3 = lambda d: math.exp(d) - d - 1
+    assert m["kl"] == pytest.approx((k3(0.3) + k3(-0.2) + 0 + k3(1.0)) / 4, rel=1e-6)
+    assert m["kl"] > 0 and math.isfinite(m["kl_max"]) and m["kl_max"] == pytest.approx(k3(1.0), rel=1e-6)
+    base, _ = grpo.grpo_loss(logp, logp.detach(), ref, adv, mask, beta=0.0)
+    assert loss.item() == pytest.approx(base.item() + 0.1 * m["kl"], rel=1e-6)
+    huge = logp.detach() + 1e4                                                   # clamped: finite
+    loss, m = grpo.grpo_loss(logp, logp.detach(), huge, adv, mask, beta=0.1)
+    assert math.isfinite(loss.item())
+
+
+# ----------------------------------------------------------------------------- log-probs and masks
+
+def _micro_model(vocab, seed=0, hidden=32, layers=2):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=0,
+                      eos_token_id=1, bos_token_id=None)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(cfg)
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = 0, 1
+    return model
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_token_logprobs_matches_naive(temperature):
+    model = _micro_model(50)
+    torch.manual_seed(1)
+    ids = torch.randint(2, 50, (3, 9))
+    attn = torch.ones(3, 9, dtype=torch.long)
+    attn[1, :3] = 0                                 # left padding
+    attn[2, :1] = 0
+    ids[attn == 0] = 0
+    L = 4
+    logp, ent = grpo.token_logprobs(model, ids, attn, L, temperature, chunk_tokens=5)  # 12 tokens, 3 chunks
+    logp.sum().backward()
+    got_grad = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits / temperature  # (B, T, V)
+    full = torch.log_softmax(logits.float(), -1)[:, -L - 1:-1]                  # predicts last L tokens
+    naive = full.gather(-1, ids[:, -L:, None]).squeeze(-1)
+    naive_ent = -(full.exp() * full).sum(-1)
+    assert torch.allclose(logp, naive, atol=1e-5)
+    assert torch.allclose(ent, naive_ent, atol=1e-5)
+    naive.sum().backward()
+    for n, p in model.named_parameters():
+        assert torch.allclose(got_grad[n], p.grad, atol=1e-5), n
+
+
+def test_completion_mask_eos_rules():
+    c = torch.tensor([[5, 6, 1, 0, 0],      # EOS at 2: mask through it, pad after excluded
+                      [1, 0, 0, 0, 0],      # EOS first: only the EOS token counts
+                      [5, 6, 7, 8, 9],      # no EOS: truncated, every token counts
+                      [5, 2, 6, 1, 1]])     # second EOS id (2) ends it; later EOS excluded
+    mask, trunc = grpo.completion_mask(c, [1, 2])
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
+    assert trunc.tolist() == [False, False, True, False]
+
+
+def test_generate_masks_and_recomputed_logprobs():
+    tok = tiny.make_tokenizer()
+    model = _micro_model(len(tok))
+    prompts = [format_prompt(tok, r["question"]) for r in tiny.tiny_rows("test", 3)]
+    torch.manual_seed(0)
+    r = grpo.generate(model, tok, prompts, n=2, temperature=1.0, max_new_tokens=6)
+    B, L = r["mask"].shape
+    assert B == 6 and r["input_ids"].shape[1] == r["attention_mask"].shape[1]
+    comp = r["input_ids"][:, -L:]
+    for i in range(B):
+        eos = (comp[i] == tok.eos_token_id).nonzero()
+        n = int(eos[0]) + 1 if len(eos) else L
+        assert r["mask"][i].sum() == n and bool(r["truncated"][i]) == (len(eos) == 0)
+        assert r["texts"][i] == tok.decode(comp[i, :n], skip_special_tokens=True)
+    # the rows of one prompt are adjacent, and share the prompt
+    assert torch.equal(r["input_ids"][0, :-L], r["input_ids"][1, :-L])
+
+
+# ----------------------------------------------------------------------------- tiny world
+
+def test_tiny_world_splits_and_tokenizer(tmp_path):
+    from transformers import AutoTokenizer
+    test = tiny.tiny_rows("test")
+    assert len(test) == 200 and test == tiny.tiny_rows("test", seed=123)       # fixed
+    assert len({r["question"] for r in test}) == 200
+    held = tiny.heldout_questions()
+    train_q = {r["question"] for r in tiny.tiny_rows("train", 5000, seed=1)}
+    assert not train_q & held
+    for fam in tiny.FAMILIES[1:]:
+        rows = tiny.tiny_rows("test", 20, family=fam)
+        assert len(rows) == 20 and not {r["question"] for r in rows} & {r["question"] for r in test}
+    with pytest.raises(ValueError):
+        tiny.tiny_rows("test", 201)
+    tok = tiny.make_tokenizer()
+    tok.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    loaded = AutoTokenizer.from_pretrained(tmp_path)                            # the path train/eval use
+    assert loaded.padding_side == "left" and loaded.chat_template is None
+    for r in tiny.tiny_rows("train", 50, seed=2) + tiny.tiny_rows("test", 20, family="mul"):
+        text = format_prompt(loaded, r["question"]) + " 3+4=7, 7-2=5 #### 5"
+        ids = loaded.encode(text, add_special_tokens=False)
+        assert ids == tok.encode(text, add_special_tokens=False) and loaded.decode(ids) == text
+    assert len(tok.encode(format_prompt(tok, "x"), add_special_tokens=False)) < 10  # instruction: 1 token
+
+
+# ----------------------------------------------------------------------------- training runs
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A micro Qwen2 + the tiny tokenizer, taught in a second to answer " #### 1" or " #### 2" at
+    random, and a JSONL of tiny-world questions whose golds are 1 or 2: about half the samples
+    are right, so nearly every group has reward contrast and GRPO has a gradient."""
+    d = tmp_path_factory.mktemp("world")
+    tok = tiny.make_tokenizer()
+    model = _micro_model(len(tok))
+    questions = [r["question"] for r in tiny.tiny_rows("train", 64, seed=3)]
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        pick = torch.randint(len(questions), (16,), generator=gen).tolist()
+        seqs, labels = [], []
+        for i in pick:
+            p = tok.encode(format_prompt(tok, questions[i]), add_special_tokens=False)
+            a = tok.encode(f" #### {int(torch.randint(1, 3, (1,), generator=gen))}",
+                           add_special_tokens=False) + [tok.eos_token_id]
+            seqs.append(p + a)
+            labels.append([-100] * len(p) + a)
+        T = max(map(len, seqs))
+        ids = torch.tensor([[0] * (T - len(s)) + s for s in seqs])
+        lab = torch.tensor([[-100] * (T - len(s)) + s for s in labels])
+        attn = (ids != 0).long()
+        logits = model(input_ids=ids, attention_mask=attn,
+                       position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 lab[:, 1:].reshape(-1), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(d / "model")
+    tok.save_pretrained(d / "model")
+    with open(d / "data.jsonl", "w") as f:
+        for i, q in enumerate(questions):
+            f.write(json.dumps({"question": q, "answer": f"#### {1 + i % 2}"}) + "\n")
+    return d
+
+
+def _args(world, out, *extra):
+    return ["--model", str(world / "model"), "--dataset", str(world / "data.jsonl"),
+            "--eval-dataset", str(world / "data.jsonl"), "--eval-size", "8", "--out", str(out),
+            "--prompts-per-step", "4", "--group-size", "8", "--max-new-tokens", "12",
+            "--micro-batch", "16", "--rank", "4", "--eval-every", "100", "--save-every", "2",
+            "--lr", "1e-2", *extra]
+
+
+def _trainable(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _lines(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("method", ["geora", "lora", "pissa", "milora", "full"])
+def test_smoke_three_steps_each_method(world, tmp_path, method):
+    from transformers import AutoModelForCausalLM
+    res = train.main(_args(world, tmp_path, "--method", method, "--steps", "3", "--merge",
+                           *(["--lr", "1e-3"] if method == "full" else [])))
+    lines = _lines(tmp_path)
+    steps = [l for l in lines if "reward" in l]
+    assert [l["step"] for l in steps] == [1, 2, 3]
+    for key in ("reward", "no_answer", "kl", "entropy", "response_len", "frac_zero_std", "grad_norm",
+                "clip_frac", "gen_s", "train_s", "tokens_per_s"):
+        assert key in steps[0], key
+    assert any(l["frac_zero_std"] < 1 for l in steps), "no reward contrast: the test world is broken"
+    assert any(l["grad_norm"] > 0 for l in steps)
+    evals = [l for l in lines if "eval_acc" in l]
+    assert [l["step"] for l in evals] == [0, 3] and res["before"] == evals[0]["eval_acc"]
+    base = AutoModelForCausalLM.from_pretrained(world / "model")
+    if method == "full":
+        from safetensors.torch import load_file
+        ck = load_file(os.path.join(train.latest_checkpoint(str(tmp_path)), "model.safetensors"))
+        changed = [k for k, v in ck.items() if not torch.equal(v, base.state_dict()[k])]
+        assert changed and steps[0]["kl"] is None
+    else:
+        assert evals[-1]["rel_update"] > 0 and "s_head" in evals[-1]
+        assert all(l["kl"] is not None and l["kl"] >= 0 for l in steps)
+        assert os.path.exists(tmp_path / "geora_adapter.safetensors")
+        assert os.path.exists(tmp_path / "peft" / "adapter_config.json")
+        geora.load_adapter(base, str(tmp_path))                                 # eval.py's path
+        assert geora.geometry_report(base)["rel_update"] > 0
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+        ids = torch.randint(2, 50, (2, 7))
+        with torch.no_grad():
+            assert torch.allclose(base(ids).logits, merged(ids).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("method,agg,beta", [("geora", "seq-mean", "0.1"), ("full", "dr-grpo", "0.1"),
+                                             ("full", "token-mean", "0")])
+def test_smoke_kl_penalty_and_aggregations(world, tmp_path, method, agg, beta):
+    train.main(_args(world, tmp_path, "--method", method, "--agg", agg, "--beta", beta,
+                     "--steps", "2", "--lr", "1e-3", "--log-kl"))
+    steps = [l for l in _lines(tmp_path) if "reward" in l]
+    assert len(steps) == 2 and all(math.isfinite(l["loss"]) for l in steps)
+    assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-6)    # first step: policy == reference
+    assert steps[1]["kl"] > 0                                  # after one update it has moved
+
+
+def test_resume_is_exact(world, tmp_path):
+    from transformers import AutoModelForCausalLM
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train.main(_args(world, straight, "--steps", "4"))
+    train.main(_args(world, resumed, "--steps", "2"))
+    train.main(_args(world, resumed, "--steps", "4", "--resume"))
+
+    def adapter(d):
+        m = AutoModelForCausalLM.from_pretrained(world / "model")
+        geora.load_adapter(m, str(d))
+        return _trainable(m)
+    a, b = adapter(straight), adapter(resumed)
+    init = _init(world)
+    moved = max((a[k] - init[k]).abs().max().item() for k in a)
+    assert moved > 1e-4, "training did not move the adapter: the exactness check would be empty"
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
+    sa = [l for l in _lines(straight) if "reward" in l]
+    sb = [l for l in _lines(resumed) if "reward" in l]
+    assert [l["step"] for l in sb] == [1, 2, 3, 4]
+    assert [l["reward"] for l in sa] == [l["reward"] for l in sb]
+    with pytest.raises(ValueError, match="--rank"):
+        train.main(_args(world, resumed, "--steps", "5", "--resume", "--rank", "2"))
+
+
+def _init(world):
+    from transformers import AutoModelForCausalLM
+    m = AutoModelForCausalLM.from_pretrained(world / "model")
+    geora.apply_geora(m, rank=4)
+    return _trainable(m)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(world, tmp_path, monkeypatch):
+    train.main(_args(world, tmp_path, "--steps", "2"))
+    real = grpo.grpo_loss
+
+    def nan_loss(*a, **k):
+        loss, m = real(*a, **k)
+        return loss * float("nan"), m
+    monkeypatch.setattr(grpo, "grpo_loss", nan_loss)
+    with pytest.raises(SystemExit, match="step 3"):
+        train.main(_args(world, tmp_path, "--steps", "4", "--resume"))
+    assert train.latest_checkpoint(str(tmp_path)).endswith("ckpt-000002")
+    from transformers import AutoModelForCausalLM
+    geora.load_adapter(AutoModelForCausalLM.from_pretrained(world / "model"),
+                       os.path.join(train.latest_checkpoint(str(tmp_path)), "adapter"))
+
+
+def test_dataset_without_usable_rows_errors(world, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(json.dumps({"question": f"q{i}", "answer": ""}) for i in range(5)))
+    with pytest.raises(ValueError, match="usable"):
+        train.main(_args(world, tmp_path / "out", "--dataset", str(bad), "--steps", "1"))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_gloo_processes_keep_adapters_identical(world, tmp_path):
+    out = tmp_path / "ddp"
+    script = tmp_path / "worker.py"
+    # each rank runs train.main, then dumps its own adapter for comparison
+    script.write_text(
+        "import os, sys, torch\n"
+        f"sys.path.insert(0, {HERE!r})\n"
+        "import train\n"
+        "res = train.main(sys.argv[1:])\n"
+        "torch.save({n: p.detach() for n, p in res['model'].named_parameters() if p.requires_grad},\n"
+        f"           os.path.join({str(tmp_path)!r}, 'rank%s.pt' % os.environ['RANK']))\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", str(script),
+           *_args(world, out, "--steps", "2", "--device", "cpu")]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    init = _init(world)
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], init[k]) for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [l for l in _lines(out) if "reward" in l]
+    assert [l["step"] for l in steps] == [1, 2]
