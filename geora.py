@@ -73,8 +73,9 @@ def kth_smallest(x, k, generator=None):
     margin = 5 * math.sqrt(p * (1 - p) / m) + 2 / m  # 5 sigma of the sample quantile's spread
     lo = sample[max(0, math.floor((p - margin) * m))]
     hi = sample[min(m - 1, math.ceil((p + margin) * m))]
-    n_below = int(torch.count_nonzero(x < lo))  # count_nonzero: a bool .sum() would widen to int64 first
-    inside = x[(x >= lo) & (x <= hi)]
+    keep = x >= lo
+    n_below = n - int(torch.count_nonzero(keep))  # count_nonzero: a bool .sum() would widen to int64 first
+    inside = x[keep.logical_and_(x <= hi)]
     if n_below < k <= n_below + inside.numel():
         return inside.kthvalue(k - n_below).values
     return x.kthvalue(k).values  # the sample missed (probability ~1e-6): exact fallback
@@ -124,7 +125,7 @@ def init_factors(W, r, rho=0.2, scale=1.0, init="geora", mask="union", svd="full
     else:  # the geora family decomposes the masked weight
         keep = geora_mask(W, r, rho, mask, svd, niter, generator)
         kept = torch.count_nonzero(keep).item() / keep.numel()
-        M = W * keep
+        M = W.masked_fill(~keep, 0.0)  # W_geo; masked_fill avoids a float copy of the mask
         del keep
     if init in ("pissa", "geora"):
         U, S, Vh = svd_top(M, r, svd, niter, generator)
