@@ -81,9 +81,10 @@ def kth_smallest(x, k, generator=None):
     return x.kthvalue(k).values  # the sample missed (probability ~1e-6): exact fallback
 
 
-def low_magnitude_mask(x, rho, generator=None):
-    """True where |x| is in the bottom rho fraction: |x| <= q_rho(|x|), q_rho the ceil(rho*n)-th smallest."""
-    a = x.abs()
+def low_magnitude_mask(x, rho, generator=None, out=None):
+    """True where |x| is in the bottom rho fraction: |x| <= q_rho(|x|), q_rho the ceil(rho*n)-th smallest.
+    out: a buffer shaped like x that receives |x| (may be x itself)."""
+    a = x.abs() if out is None else torch.abs(x, out=out)
     k = max(1, math.ceil(rho * a.numel()))
     return a <= kth_smallest(a, k, generator)
 
@@ -102,14 +103,16 @@ def svd_top(W, r, svd="full", niter=4, generator=None):
     return Q @ Ub, S, Vh
 
 
-def geora_mask(W, r, rho, mask="union", svd="full", niter=4, generator=None):
-    """M = M_spec (op) M_euc, a bool matrix the shape of W."""
+def geora_mask(W, r, rho, mask="union", svd="full", niter=4, generator=None, buf=None):
+    """M = M_spec (op) M_euc, a bool matrix the shape of W. buf: a scratch matrix shaped like W, reused for
+    W_r, |W_r| and |W| (on CPU a fresh 50 MB tensor costs more in page faults than the pass that fills it)."""
+    buf = torch.empty_like(W) if buf is None else buf
     m_spec = m_euc = None
     if mask != "euc":
         U, S, Vh = svd_top(W, r, svd, niter, generator)
-        m_spec = low_magnitude_mask((U * S) @ Vh, rho, generator)  # W_r = U_r S_r Vh_r
+        m_spec = low_magnitude_mask(torch.matmul(U * S, Vh, out=buf), rho, generator, out=buf)  # W_r
     if mask != "spec":
-        m_euc = low_magnitude_mask(W, rho, generator)
+        m_euc = low_magnitude_mask(W, rho, generator, out=buf)
     if mask == "spec":
         return m_spec
     if mask == "euc":
@@ -123,9 +126,10 @@ def init_factors(W, r, rho=0.2, scale=1.0, init="geora", mask="union", svd="full
     if init in ("pissa", "milora"):
         M = W
     else:  # the geora family decomposes the masked weight
-        keep = geora_mask(W, r, rho, mask, svd, niter, generator)
+        buf = torch.empty_like(W)
+        keep = geora_mask(W, r, rho, mask, svd, niter, generator, buf)
         kept = torch.count_nonzero(keep).item() / keep.numel()
-        M = W.masked_fill(~keep, 0.0)  # W_geo; masked_fill avoids a float copy of the mask
+        M = torch.mul(W, keep, out=buf)  # W_geo, in the scratch buffer
         del keep
     if init in ("pissa", "geora"):
         U, S, Vh = svd_top(M, r, svd, niter, generator)
