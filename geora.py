@@ -25,7 +25,7 @@ Choices the paper leaves open (each is tested in test_geora.py):
 - Reference policy. Under adapters_disabled a layer computes W x: exactly the initial policy, no model copy.
 - Quantile. q_rho is the k-th smallest value, k = ceil(rho * numel) (the bottom rho fraction), per weight
   matrix; ties at the threshold are all kept (`<=`). It is exact on any size (torch.quantile refuses more
-  than 2^24 elements): a random sample brackets the answer, kthvalue runs on the ~2% of entries inside.
+  than 2^24 elements): a random sample brackets the answer, kthvalue runs on the ~3% of entries inside.
 - alpha defaults to r (s = 1). For other alpha S_r is split as S_r / s, so s B0 A0 is the rank-r part, as PEFT
   does for PiSSA. The rank of W_r equals the adapter rank.
 - SVDs run in fp32 on the weight's device, one matrix at a time (cuSOLVER has no bf16 SVD). svd="lowrank" is
@@ -61,7 +61,7 @@ SVDS = ("full", "lowrank")
 
 def kth_smallest(x, k, generator=None):
     """Exact k-th smallest (1-based) entry of x. For big tensors: bracket the answer with a random sample,
-    then run kthvalue on the entries inside the bracket only (about 1% of them)."""
+    then run kthvalue on the entries inside the bracket only (about 3% of them at rho = 0.2)."""
     x = x.reshape(-1)
     n = x.numel()
     assert 1 <= k <= n
