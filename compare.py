@@ -34,6 +34,8 @@ import subprocess
 import sys
 import time
 
+from data import read_jsonl
+
 METHODS = ("geora", "lora", "pissa", "milora", "full", "geora-random", "geora-tail")
 RATE_FACTORS = (0.3, 1.0, 3.0)
 
@@ -66,8 +68,9 @@ def worker(out, argv):
 
 
 def summarize_run(out, method, lr, seed):
-    lines = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
-    info = json.load(open(os.path.join(out, "run.json")))
+    lines = read_jsonl(os.path.join(out, "metrics.jsonl"))
+    with open(os.path.join(out, "run.json")) as f:
+        info = json.load(f)
     evals = [l for l in lines if "eval_acc" in l]
     steps = [l for l in lines if "reward" in l]
     last = evals[-1]

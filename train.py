@@ -67,7 +67,7 @@ from tqdm import tqdm
 
 import geora
 import grpo
-from data import format_prompt, load_rows
+from data import format_prompt, load_rows, load_tokenizer
 from reward import grade
 
 METHODS = ("geora", "lora", "pissa", "milora", "full")
@@ -170,7 +170,7 @@ def setup_distributed(args):
 
 
 def load_model(args, device, rank, world):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig
     path = args.model
     if path is None:
         import tiny
@@ -184,7 +184,7 @@ def load_model(args, device, rank, world):
         dtype = "bf16" if device.type == "cuda" and args.method != "full" else "fp32"
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)  # as eval.py: guards a transformers 5 tokenizer swap
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as e:
         raise ValueError(f"could not load --model {path!r} ({e}); pass a local directory "
