@@ -13,10 +13,10 @@ OUT/<benchmark>.jsonl, one line per (problem, sample): id, sample, prompt, compl
 gold, status, reward, tokens, truncated, seconds; OUT/summary.json; a table on stdout.
 
 Choices:
-- Prompt: data.format_prompt, the one train.py uses; tokens, EOS ids and the completion mask follow
-  grpo.generate (left padding, KV cache, top_k=0), so greedy eval here matches train.py's eval_acc.
-  The model's own generation_config sampling defaults (top_k, repetition_penalty, ...) are dropped
-  (only its EOS/pad ids are kept): the numbers depend on the flags alone.
+- Prompt: data.format_prompt, the one train.py uses; sampling is grpo.generate itself (left padding,
+  KV cache, the completion mask up to the first EOS), so greedy eval here matches train.py's eval_acc.
+  The checkpoint's own sampling defaults (top_k, repetition_penalty, temperature, ...) never apply
+  (grpo.generate swaps them out; only its EOS ids count): the numbers depend on the flags alone.
 - Grading: reward.grade. A completion that hits --max-new-tokens without EOS counts as no_answer,
   as in training. no_answer is reported apart from wrong: it separates "can't format" from "can't solve".
 - Metrics per benchmark: accuracy = avg@n (mean reward over all samples; with --n 1 and
@@ -28,8 +28,9 @@ Choices:
   and generates only the missing (problem, sample) pairs; a half-written last line is dropped.
   OUT/config.json records the settings (and a fingerprint of local model/adapter files); resuming
   with different settings is refused rather than mixing two evaluations.
-- Sampling seeds torch per batch (--seed + batch index), so a from-scratch rerun reproduces the
-  samples; a resumed run draws the remaining samples from different (equally valid) seeds.
+- Sampling is keyed (grpo.sample_key(--seed, crc32(problem id), sample index)): a sample does not
+  depend on --batch-size, on the order of the work or on a resume, so a resumed run draws exactly
+  the samples an uninterrupted one would (up to kernel rounding in bf16, see grpo.py).
 - bf16 on CUDA, fp32 on CPU (--dtype to override). --adapter takes a GeoRA adapter directory
   (geora.load_adapter on the base: no SVD) or a PEFT LoRA directory (e.g. geora.export_peft's).
 """
@@ -40,6 +41,7 @@ import math
 import os
 import sys
 import time
+import zlib
 
 import torch
 from tqdm import tqdm
@@ -48,9 +50,7 @@ import grpo
 from data import format_prompt, load_rows, load_tokenizer
 from reward import grade
 
-TINY_BASE = "out/tiny-base"          # tiny.build_tiny()'s cache
 TINY_ADAPTER = "out/tiny-geora"      # where `python train.py` leaves its adapter
-TINY_MAX_NEW_TOKENS = 48             # as tiny.accuracy / train.py's tiny eval
 DEFAULT_BENCHMARKS = "math500,aime24,amc23,olympiadbench,minerva,gsm8k"
 TINY_BENCHMARKS = "tiny,tiny-mul,tiny-total"     # the RL task and two families RL never saw
 
@@ -147,7 +147,7 @@ def fingerprint(path, only=None):
 
 def load_model(model_path, adapter=None, device="cpu", dtype=torch.float32):
     """Model + left-padding tokenizer, with an optional GeoRA or PEFT adapter on top."""
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
     try:
         tokenizer = load_tokenizer(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
@@ -155,9 +155,8 @@ def load_model(model_path, adapter=None, device="cpu", dtype=torch.float32):
         raise ValueError(f"could not load model {model_path!r} ({e}); pass a local directory "
                          f"(save_pretrained layout) or a reachable hub id as --model") from e
     tokenizer.padding_side = "left"  # batched generation needs the prompts flush right
-    g = model.generation_config      # keep only the token ids: sampling is set by our flags
-    model.generation_config = GenerationConfig(eos_token_id=g.eos_token_id, pad_token_id=g.pad_token_id,
-                                               bos_token_id=g.bos_token_id)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
     if adapter is not None:
         if os.path.exists(os.path.join(adapter, "geora_adapter.safetensors")):
             import geora
@@ -173,27 +172,6 @@ def load_model(model_path, adapter=None, device="cpu", dtype=torch.float32):
 
 # ----------------------------------------------------------------------------- evaluation
 
-@torch.no_grad()
-def generate(model, tokenizer, prompt_ids, temperature=0.0, top_p=1.0, max_new_tokens=1024):
-    """Completions of a batch of tokenized prompts: (texts, tokens incl. EOS, truncated flags).
-    Left padding + KV cache; sampling is plain temperature / top-p (top_k=0: generate's default
-    top_k=50 is not the policy), exactly grpo.generate's rule when top_p = 1."""
-    device = next(model.parameters()).device
-    eos = grpo.eos_ids_of(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    T = max(map(len, prompt_ids))
-    ids = torch.tensor([[pad] * (T - len(p)) + p for p in prompt_ids], device=device)   # (B, T)
-    attn = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
-    kw = dict(do_sample=False) if temperature == 0 else \
-        dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-    out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
-                         eos_token_id=eos, pad_token_id=pad, **kw)
-    completion = out[:, T:]                                                       # (B, L)
-    mask, truncated = grpo.completion_mask(completion, eos)                       # up to 1st EOS
-    texts = tokenizer.batch_decode(torch.where(mask.bool(), completion, pad), skip_special_tokens=True)
-    return texts, mask.sum(1).long().tolist(), truncated.tolist()
-
-
 def evaluate(model, tokenizer, rows, path, n=1, temperature=0.0, top_p=1.0, max_new_tokens=1024,
              batch_size=32, seed=0, desc=""):
     """Generate n completions per row, grade them, append a line per (row, sample) to `path`.
@@ -207,10 +185,11 @@ def evaluate(model, tokenizer, rows, path, n=1, temperature=0.0, top_p=1.0, max_
     with open(path, "a", encoding="utf-8") as f:
         for b in range(0, len(todo), batch_size):
             chunk = todo[b:b + batch_size]
-            torch.manual_seed(seed + b // batch_size)
             t0 = time.time()
-            texts, tokens, truncated = generate(model, tokenizer, [prompt_ids[i] for i, _ in chunk],
-                                                temperature, top_p, max_new_tokens)
+            r = grpo.generate(model, tokenizer, [prompt_ids[i] for i, _ in chunk], temperature=temperature or 1.0,
+                              top_p=top_p, max_new_tokens=max_new_tokens, greedy=temperature == 0,
+                              keys=[grpo.sample_key(seed, zlib.crc32(rows[i]["id"].encode()), s) for i, s in chunk])
+            texts, tokens, truncated = r["texts"], r["mask"].sum(1).long().tolist(), r["truncated"].tolist()
             dt = time.time() - t0
             for (i, s), text, ntok, trunc in zip(chunk, texts, tokens, truncated):
                 g = grade(text, rows[i]["gold"])
@@ -301,7 +280,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=1, help="samples per problem (> 1 needs --temperature > 0)")
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--max-new-tokens", type=int, default=None, help=f"default 1024 (tiny: {TINY_MAX_NEW_TOKENS})")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="default 1024 (tiny world: 48)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
     ap.add_argument("--out", default=None, help="results dir (default out/eval/<model>-<settings hash>)")
@@ -324,14 +303,14 @@ def main(argv=None):
         import tiny
         if args.device == "cpu":  # 0.8M parameters: syncing threads costs more than the matmuls (one
             torch.set_num_threads(1)  # thread: 0.8 s vs 100 s for 200 problems on a busy 2-core machine)
-        base = tiny.build_tiny(TINY_BASE)
+        base = tiny.build_tiny(tiny.TINY_BASE)
         runs = [("tiny-base", base, None)]
         if args.adapter is not None:
             runs = [("tiny+" + os.path.basename(os.path.normpath(args.adapter)), base, args.adapter)]
         elif os.path.exists(os.path.join(TINY_ADAPTER, "geora_adapter.safetensors")):
             runs.append(("tiny-geora", base, TINY_ADAPTER))
         benchmarks = args.benchmarks or TINY_BENCHMARKS
-        args.max_new_tokens = args.max_new_tokens or TINY_MAX_NEW_TOKENS
+        args.max_new_tokens = args.max_new_tokens or tiny.TINY_MAX_NEW_TOKENS
     else:
         tag = os.path.basename(os.path.normpath(args.model)) if os.path.exists(args.model) \
             else args.model.replace("/", "--")

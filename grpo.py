@@ -1,8 +1,8 @@
 """GRPO, compactly: group advantages, per-token log-probs, the clipped loss, and rollouts.
 
-Used by train.py (the training loop) and tiny.py (greedy evaluation while building the tiny
-world). Nothing here knows about datasets or adapters; every function works on plain tensors
-or on any Hugging Face causal LM.
+Used by train.py (the training loop), eval.py (benchmark sampling) and tiny.py (greedy evaluation
+while building the tiny world). Nothing here knows about datasets or adapters; every function works
+on plain tensors or on any Hugging Face causal LM.
 
 Choices, stated once:
 - Advantages: (r - mean_g) / (std_g + eps) within each group of G completions of one prompt,
@@ -21,12 +21,33 @@ Choices, stated once:
   (the original GRPO); "dr-grpo" sums and divides by batch * max length (Dr. GRPO: no length
   normalisation bias). `denom` lets train.py pass the normaliser of the whole step, so
   gradient accumulation over micro-batches (and DDP) gives exactly the full-batch gradient.
-- Log-probs use logits / temperature: the distribution the samples came from.
+- Log-probs use logits / temperature: the distribution the samples came from. The LM head runs
+  inside the checkpointed per-chunk log-softmax (token_logprobs swaps it for a stand-in during
+  the forward), so neither the forward nor the backward ever holds the (tokens, V) logits of a
+  whole micro-batch: one chunk of --chunk-bytes (default 512 MB of fp32) at a time.
+- The sampled policy is the scored policy. transformers fills every generation field a call
+  leaves unset from the checkpoint's generation_config.json (Qwen2.5 Instruct ships
+  repetition_penalty 1.05, top_k 20, top_p 0.8, temperature 0.7): any of those would make the
+  sampler differ from the temperature-T softmax that token_logprobs scores. generate() therefore
+  swaps in a config that holds only the EOS/pad/BOS ids for the duration of the call, and samples
+  with its own logits processor: nothing of the checkpoint's sampling setup can reach it.
+- Sampling is counter-based: completion i draws its token at position t with the Gumbel-max
+  trick, argmax(logits / T + g), where g comes from a hash of (key_i, t, token id). The key of a
+  completion is derived from (seed, step, its index in the step), never from the global RNG, so
+  the samples do not depend on how rows are batched (--rollout-batch), on the number of processes,
+  on FSDP, or on a resume. Gumbel-max draws exactly from softmax(logits / T); the hash gives 52
+  random bits per (key, t, token), so no token with probability above ~1e-15 is out of reach.
+  What can still change a sample: the logits themselves. Different batch shapes run different
+  kernels, whose rounding (~1e-6 in fp32, ~1e-2 in bf16) flips a draw only where two candidates
+  are that close after the noise is added: in fp32 practically never, in bf16 now and then.
+- top_p (eval.py only) keeps the smallest set of tokens whose probability reaches top_p (at
+  least one) and samples from it renormalised, before the noise is added.
 - Completion mask: tokens up to and including the first EOS (the model must learn to stop);
   a completion with no EOS within max_new_tokens is flagged truncated.
 """
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
@@ -47,9 +68,10 @@ def group_advantages(rewards, group_size, eps=1e-4, scale=True):
 
 # ----------------------------------------------------------------------------- log-probs
 
-def _chunk_logp(logits, targets, temperature):
-    """logits (n, V) any dtype, targets (n,) -> (log p(target), entropy), both fp32 (n,)."""
-    z = logits.float() / temperature                                # (n, V) fp32, one chunk only
+def _chunk_logp(hidden, weight, bias, targets, temperature):
+    """hidden (n, H), the LM head's weight (V, H) / bias, targets (n,) -> (log p(target), entropy),
+    both fp32 (n,). The (n, V) logits live only inside this function."""
+    z = F.linear(hidden, weight, bias).float() / temperature        # (n, V) fp32, one chunk only
     lse = torch.logsumexp(z, dim=-1)                                # (n,)
     logp = z.gather(-1, targets[:, None]).squeeze(-1) - lse
     with torch.no_grad():                                           # entropy is only logged
@@ -58,38 +80,67 @@ def _chunk_logp(logits, targets, temperature):
     return logp, entropy
 
 
+class _LogprobHead(nn.Module):
+    """Stands in for the LM head during one forward: maps the final hidden states (B, L+1, H) to
+    (B, L, 2) = [log p(target), entropy] chunk by chunk instead of to (B, L+1, V) logits. It runs
+    inside the model's own forward, so a sharded (FSDP) root has the head's weight gathered."""
+
+    def __init__(self, head, targets, temperature, chunk_tokens):
+        super().__init__()
+        self.head, self.targets, self.temperature, self.chunk = head, targets, temperature, chunk_tokens
+
+    def forward(self, hidden):
+        B, L = self.targets.shape
+        h = hidden[:, :L].reshape(B * L, -1)                         # position j predicts token j+1
+        t = self.targets.reshape(B * L)
+        w, b = self.head.weight, self.head.bias
+        outs = []
+        for i in range(0, B * L, self.chunk):
+            args = (h[i:i + self.chunk], w, b, t[i:i + self.chunk], self.temperature)
+            if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad):
+                outs.append(checkpoint(_chunk_logp, *args, use_reentrant=False))  # backward: one chunk too
+            else:
+                outs.append(_chunk_logp(*args))
+        logp = torch.cat([o[0] for o in outs])
+        ent = torch.cat([o[1] for o in outs])
+        return torch.stack([logp, ent.to(logp.dtype)], -1).view(B, L, 2)
+
+
+def _head_name(model):
+    """The attribute name of the model's output embedding (lm_head for Qwen2 / Llama)."""
+    head = model.get_output_embeddings()
+    name = next((n for n, m in model.named_children() if m is head), None)
+    assert name is not None and isinstance(head, nn.Linear), "token_logprobs needs a top-level nn.Linear LM head"
+    return name
+
+
 def token_logprobs(model, input_ids, attention_mask, n_completion_tokens, temperature=1.0,
-                   chunk_tokens=4096):
+                   chunk_tokens=None, chunk_bytes=1 << 29):
     """Log-probs of the last n_completion_tokens tokens of each row, under logits / temperature.
 
     input_ids, attention_mask: (B, T) prompt + completion, prompts left-padded so every
     completion starts at column T - L with L = n_completion_tokens.
     Returns (logp, entropy), each (B, L) fp32; entropy is detached.
-    The lm_head runs only on the L positions that predict completion tokens (logits_to_keep),
-    and the fp32 softmax is computed chunk by chunk; under autograd each chunk is
-    checkpointed, so backward also holds one fp32 chunk at a time, never (B, L, V).
+    Only the L + 1 last hidden states reach the head (logits_to_keep), and the head itself is
+    applied chunk by chunk (chunk_tokens rows, default: as many as fit in chunk_bytes of fp32
+    logits), each chunk checkpointed: forward and backward hold one (chunk, V) block at a time.
     """
     B, T = input_ids.shape
     L = n_completion_tokens
     assert 0 < L < T, "need at least one prompt token before the completion"
+    name = _head_name(model)
+    head = getattr(model, name)
+    if chunk_tokens is None:
+        chunk_tokens = max(1, chunk_bytes // (4 * head.out_features))
     # Left padding: positions must count real tokens only, exactly as generate() numbers them.
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                logits_to_keep=L + 1, use_cache=False)
-    logits = out.logits[:, :-1, :]                                  # (B, L, V) predicts tokens T-L..T-1
-    targets = input_ids[:, T - L:]                                  # (B, L)
-    flat_logits = logits.reshape(B * L, -1)
-    flat_targets = targets.reshape(B * L)
-    logps, ents = [], []
-    for i in range(0, B * L, chunk_tokens):
-        lg, tg = flat_logits[i:i + chunk_tokens], flat_targets[i:i + chunk_tokens]
-        if lg.requires_grad:
-            lp, en = checkpoint(_chunk_logp, lg, tg, temperature, use_reentrant=False)
-        else:
-            lp, en = _chunk_logp(lg, tg, temperature)
-        logps.append(lp)
-        ents.append(en)
-    return torch.cat(logps).view(B, L), torch.cat(ents).view(B, L).detach()
+    setattr(model, name, _LogprobHead(head, input_ids[:, T - L:], temperature, chunk_tokens))
+    try:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    logits_to_keep=L + 1, use_cache=False).logits   # (B, L, 2)
+    finally:
+        setattr(model, name, head)
+    return out[..., 0], out[..., 1].detach()
 
 
 # ----------------------------------------------------------------------------- loss
@@ -137,6 +188,77 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_low=0.2, clip_hig
     return loss, metrics
 
 
+# ----------------------------------------------------------------------------- sampling
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x):
+    """A 32-bit integer hash (the 'lowbias32' shape with constants from Wellons' hash prospector),
+    on python ints or on int64 tensors holding values in [0, 2^32). Both multipliers are < 2^31, so
+    no product leaves int64's range."""
+    x = x ^ (x >> 16)
+    x = (x * 0x21F0AAAD) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x735A2D97) & _M32
+    return x ^ (x >> 15)
+
+
+def sample_key(*parts):
+    """A 32-bit sampling key from non-negative ints, e.g. sample_key(seed, step, row)."""
+    h = 0x3243F6A8
+    for p in parts:
+        assert p >= 0, "sampling key parts must be non-negative ints"
+        while True:  # every 32-bit limb of an arbitrarily large int
+            h = _mix32(h ^ _mix32((p & _M32) ^ 0x9E3779B9))
+            p >>= 32
+            if not p:
+                break
+    return h
+
+
+def gumbel_noise(keys, position, vocab):
+    """(B, V) float64 standard Gumbel noise, a pure function of (key, position, token id).
+    keys: (B,) int64 tensor of sample_key values; position: the index of the token being drawn."""
+    v = torch.arange(vocab, device=keys.device)
+    k1 = _mix32(keys ^ _mix32(torch.full_like(keys, (2 * position) & _M32)))       # (B,)
+    k2 = _mix32(keys ^ _mix32(torch.full_like(keys, (2 * position + 1) & _M32)))
+    hi, lo = _mix32(k1[:, None] ^ v), _mix32(k2[:, None] ^ v)                     # (B, V), 32 bits each
+    u = (((hi << 20) | (lo >> 12)).double() + 0.5) / 2.0 ** 52                    # (0, 1), never 0 or 1
+    return -torch.log(-torch.log(u))
+
+
+def top_p_filter(logits, top_p):
+    """logits (B, V) -> logits with -inf outside the smallest top-probability set whose mass reaches
+    top_p (always at least the most likely token)."""
+    if top_p >= 1.0:
+        return logits
+    probs, order = torch.softmax(logits, -1).sort(-1, descending=True)
+    drop_sorted = probs.cumsum(-1) - probs >= top_p                                 # mass before it
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+class _Sampler:
+    """A logits processor that draws the next token itself: Gumbel-max on logits / T (top-p first),
+    and records the log-probability of the drawn token under that distribution. It returns scores
+    whose argmax is the draw, so generate() runs in greedy mode and applies nothing else."""
+
+    def __init__(self, keys, prompt_len, temperature, top_p, greedy):
+        self.keys, self.prompt_len, self.t, self.top_p, self.greedy = keys, prompt_len, temperature, top_p, greedy
+        self.logps = []                                                             # per position: (B,)
+
+    def __call__(self, input_ids, scores):
+        z = top_p_filter(scores.float() / (1.0 if self.greedy else self.t), 1.0 if self.greedy else self.top_p)
+        if self.greedy:
+            out = z
+        else:
+            out = z.double() + gumbel_noise(self.keys, input_ids.shape[1] - self.prompt_len, z.shape[-1])
+        pick = out.argmax(-1)
+        self.logps.append(torch.log_softmax(z, -1).gather(-1, pick[:, None]).squeeze(-1))
+        return out
+
+
 # ----------------------------------------------------------------------------- rollouts
 
 def completion_mask(completion_ids, eos_ids):
@@ -163,37 +285,79 @@ def eos_ids_of(model, tokenizer):
     return eos
 
 
+def _generate_chunk(model, prompt_ids, keys, eos, pad, temperature, top_p, max_new_tokens, greedy, synced_gpus):
+    """One model.generate call on a list of token-id prompts. -> (prompt ids (b, P) left padded,
+    prompt mask, completion ids (b, L), sampler log-probs (b, L))."""
+    from transformers import GenerationConfig, LogitsProcessorList
+    device = next(model.parameters()).device
+    P = max(map(len, prompt_ids))
+    ids = torch.tensor([[pad] * (P - len(p)) + list(p) for p in prompt_ids], device=device)   # (b, P)
+    attn = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
+    sampler = _Sampler(torch.tensor(keys, dtype=torch.long, device=device), P, temperature, top_p, greedy)
+    # Only token ids and our own settings: no sampling field of the checkpoint survives (module docstring).
+    clean = GenerationConfig(eos_token_id=eos, pad_token_id=pad, bos_token_id=model.generation_config.bos_token_id,
+                             do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, repetition_penalty=1.0,
+                             no_repeat_ngram_size=0, min_new_tokens=0)
+    saved, model.generation_config = model.generation_config, clean
+    try:
+        out = model.generate(input_ids=ids, attention_mask=attn, generation_config=clean,
+                             logits_processor=LogitsProcessorList([sampler]), synced_gpus=synced_gpus)
+    finally:
+        model.generation_config = saved
+    completion = out[:, P:]                                                       # (b, L)
+    L = completion.shape[1]
+    logps = torch.stack(sampler.logps[:L], 1) if L else torch.zeros(len(keys), 0, device=device)
+    return ids, attn, completion, logps
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompts, n=1, temperature=1.0, max_new_tokens=64, greedy=False):
+def generate(model, tokenizer, prompts, n=1, temperature=1.0, max_new_tokens=64, greedy=False, top_p=1.0,
+             keys=None, seed=0, batch_size=None, synced_gpus=False):
     """Sample n completions per prompt (rows grouped by prompt: p0 x n, p1 x n, ...).
 
-    Left padding + KV cache through model.generate; top_k=0 and top_p=1 so sampling is the
-    plain temperature-T policy that token_logprobs scores (generate's default top_k=50 is not).
-    Returns a dict: input_ids (B, T) prompt+completion padded, attention_mask (B, T) (0 on left
-    padding and after the first EOS), n_completion (L), mask (B, L), truncated (B,), texts
-    (decoded completions up to the first EOS, special tokens removed).
+    prompts: strings (tokenized here, no special tokens added) or lists of token ids.
+    keys: one sampling key per completion (sample_key(...)); default sample_key(seed, row).
+    batch_size: completions per model.generate call (default all): with counter-based keys the
+    samples do not depend on it (module docstring), only the peak memory does.
+    Left padding + KV cache; the token is drawn by _Sampler from softmax(logits / T), the
+    distribution token_logprobs scores.
+    Returns a dict: input_ids (B, T) prompt+completion (prompts left-padded, completions right-
+    padded, so every completion starts at column T - L), attention_mask (B, T) (0 on padding and
+    after the first EOS), n_completion (L), mask (B, L), truncated (B,), logprobs (B, L) fp32 (the
+    sampler's log-probabilities of its tokens; meaningful where mask is 1), texts (decoded
+    completions up to the first EOS, special tokens removed).
     """
-    assert tokenizer.padding_side == "left", "generation needs a left-padding tokenizer"
-    device = next(model.parameters()).device
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    ids = enc["input_ids"].repeat_interleave(n, 0).to(device)       # (B, P)
-    attn = enc["attention_mask"].repeat_interleave(n, 0).to(device)
+    prompts = list(prompts)
+    if prompts and isinstance(prompts[0], str):
+        prompts = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    rows = [p for p in prompts for _ in range(n)]
+    B = len(rows)
+    keys = [sample_key(seed, i) for i in range(B)] if keys is None else list(keys)
+    assert len(keys) == B, "one sampling key per completion"
     eos = eos_ids_of(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature,
-                                                   top_k=0, top_p=1.0)
+    step = B if batch_size is None else batch_size
     was_training = model.training
     model.eval()
-    out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
-                         eos_token_id=eos, pad_token_id=pad, **kw)
-    model.train(was_training)
-    completion = out[:, ids.shape[1]:]                              # (B, L)
+    try:
+        chunks = [_generate_chunk(model, rows[i:i + step], keys[i:i + step], eos, pad, temperature, top_p,
+                                  max_new_tokens, greedy, synced_gpus) for i in range(0, B, step)]
+    finally:
+        model.train(was_training)
+    # one (B, P + L) batch: prompts flush right at column P, completions right-padded to L
+    P = max(c[0].shape[1] for c in chunks)
+    L = max(c[2].shape[1] for c in chunks)
+    cat = lambda i, width, fill, left: torch.cat([F.pad(c[i], (width - c[i].shape[1], 0) if left else
+                                                        (0, width - c[i].shape[1]), value=fill) for c in chunks])
+    prompt_ids, prompt_attn = cat(0, P, pad, True), cat(1, P, 0, True)
+    completion, logprobs = cat(2, L, pad, False), cat(3, L, 0.0, False).float()
     mask, truncated = completion_mask(completion, eos)
-    texts = tokenizer.batch_decode(completion * mask.long() + pad * (1 - mask.long()),
-                                   skip_special_tokens=True)
-    return {"input_ids": out, "attention_mask": torch.cat([attn, mask.long()], 1),
-            "n_completion": completion.shape[1], "mask": mask, "truncated": truncated,
-            "texts": texts}
+    if L and any(c[2].shape[1] < L for c in chunks):   # a short chunk ended on EOS: its padding is no truncation
+        short = torch.cat([torch.full((c[2].shape[0],), c[2].shape[1] < L) for c in chunks]).to(truncated.device)
+        assert not (truncated & short).any(), "a chunk stopped early without EOS"
+    texts = tokenizer.batch_decode(torch.where(mask.bool(), completion, pad), skip_special_tokens=True)
+    return {"input_ids": torch.cat([prompt_ids, completion], 1), "attention_mask": torch.cat([prompt_attn, mask.long()], 1),
+            "n_completion": L, "mask": mask, "truncated": truncated, "logprobs": logprobs, "texts": texts}
 
 
 def evaluate(model, tokenizer, prompts, golds, grade, batch_size=256, max_new_tokens=64):

@@ -76,13 +76,14 @@ def test_evaluate_grades_and_counts_no_answer(tmp_path, monkeypatch):
               "Question: q2": ("I give up", False), "Question: q3": ("\\boxed{5} and then", True)}
     calls = []
 
-    def fake_generate(model, tokenizer, prompt_ids, temperature, top_p, max_new_tokens):
+    def fake_generate(model, tokenizer, prompt_ids, **kw):
         calls.append(len(prompt_ids))
         out = [canned[tokenizer.decode(p).split("\n")[0]] for p in prompt_ids]
-        return [t for t, _ in out], [7] * len(out), [tr for _, tr in out]
+        return {"texts": [t for t, _ in out], "mask": torch.ones(len(out), 7),
+                "truncated": torch.tensor([tr for _, tr in out])}
 
     tok = char_tokenizer()
-    monkeypatch.setattr(ev, "generate", fake_generate)
+    monkeypatch.setattr(ev.grpo, "generate", fake_generate)
     path = tmp_path / "b.jsonl"
     recs, fresh = ev.evaluate(None, tok, rows, str(path), batch_size=3)
     assert fresh == 4 and calls == [3, 1]
@@ -274,6 +275,10 @@ def test_sampling_n_reports_pass_at_n_and_is_seeded(tiny_setup, tmp_path):
     assert m["pass@1"] == pytest.approx(m["accuracy"]) and m["pass@3"] >= m["accuracy"]
     key = lambda out: sorted((l["id"], l["sample"], l["completion"]) for l in _lines(out))
     assert key(tmp_path / "a") == key(tmp_path / "b")
+    # keyed sampling: other batches (other padding, other neighbours) draw the same samples
+    _main(tiny_setup, tmp_path / "d", "--n", "3", "--temperature", "1.0", "--batch-size", "4")
+    assert key(tmp_path / "d") == key(tmp_path / "a")
+    assert len({l["completion"] for l in _lines(tmp_path / "a")}) > 5     # and they are samples, not copies
     with pytest.raises(ValueError, match="--temperature"):
         _main(tiny_setup, tmp_path / "c", "--n", "3")
 

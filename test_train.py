@@ -10,6 +10,7 @@ the pretrained tiny world itself is never built here (too slow for a test).
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -250,7 +251,7 @@ def _args(world, out, *extra):
             "--eval-dataset", str(world / "data.jsonl"), "--eval-size", "8", "--out", str(out),
             "--prompts-per-step", "4", "--group-size", "8", "--max-new-tokens", "12",
             "--micro-batch", "16", "--rank", "4", "--eval-every", "100", "--save-every", "2",
-            "--lr", "1e-2", *extra]
+            "--lr", "1e-2", "--no-gradient-checkpointing", *extra]
 
 
 def _trainable(model):
@@ -392,3 +393,289 @@ def test_ddp_two_gloo_processes_keep_adapters_identical(world, tmp_path):
         assert torch.equal(a[k], b[k]), k
     steps = [l for l in _lines(out) if "reward" in l]
     assert [l["step"] for l in steps] == [1, 2]
+
+
+# ----------------------------------------------------------------------------- sampling is scoring
+
+def test_gumbel_sampler_draws_the_softmax():
+    """Gumbel-max over the hashed noise reproduces softmax(logits / T): 40,000 keyed draws from a
+    5-token distribution land within 4 sigma of every probability, and the draw is a pure function
+    of (key, position): the same key twice gives the same noise, another key other noise."""
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -3.0])
+    T = 0.7
+    p = torch.softmax(logits / T, -1).double()
+    keys = torch.tensor([grpo.sample_key(7, i) for i in range(40_000)])
+    g = grpo.gumbel_noise(keys, 3, 5)                                     # (N, 5)
+    draws = (logits.double() / T + g).argmax(-1)
+    freq = torch.bincount(draws, minlength=5).double() / len(keys)
+    sigma = (p * (1 - p) / len(keys)).sqrt()
+    assert ((freq - p).abs() < 4 * sigma + 1e-4).all(), (freq, p)
+    assert torch.equal(g[:3], grpo.gumbel_noise(keys[:3], 3, 5))
+    assert not torch.equal(g[:3], grpo.gumbel_noise(keys[:3], 4, 5))
+    assert torch.isfinite(g).all()
+    u = grpo.gumbel_noise(torch.tensor([0, 2**32 - 1]), 0, 10_000)
+    assert torch.isfinite(u).all() and u.max() < 40 and u.min() > -4    # 52-bit uniforms: no 0 or 1
+
+
+def test_top_p_filter_keeps_the_smallest_sufficient_set():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]]).log_softmax(-1)
+    p = logits.exp()[0]
+    kept = lambda top_p: torch.isfinite(grpo.top_p_filter(logits, top_p))[0].tolist()
+    assert kept(1.0) == [True] * 4
+    assert kept(float(p[0]) - 1e-6) == [True, False, False, False]
+    assert kept(float(p[0] + p[1]) - 1e-6) == [True, True, False, False]
+    assert kept(float(p[0] + p[1]) + 1e-6) == [True, True, True, False]
+
+
+def _chatty_checkpoint(tmp_path):
+    """A saved micro model whose generation_config.json carries an Instruct checkpoint's sampling
+    defaults and more: every one of them would change what generate() draws."""
+    tok = tiny.make_tokenizer()
+    model = _micro_model(len(tok), seed=4)
+    g = model.generation_config
+    g.do_sample, g.temperature, g.top_k, g.top_p, g.repetition_penalty = True, 0.7, 20, 0.8, 1.1
+    g.no_repeat_ngram_size, g.min_new_tokens, g.suppress_tokens = 2, 3, [5, 6]
+    model.save_pretrained(tmp_path / "chatty")
+    tok.save_pretrained(tmp_path / "chatty")
+    from transformers import AutoModelForCausalLM
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "chatty")
+    assert loaded.generation_config.repetition_penalty == 1.1 and loaded.generation_config.top_k == 20
+    return loaded, tok
+
+
+def test_generate_ignores_the_checkpoint_generation_config(tmp_path):
+    model, tok = _chatty_checkpoint(tmp_path)
+    prompts = [format_prompt(tok, r["question"]) for r in tiny.tiny_rows("test", 3)]
+    N = 10
+    # greedy through grpo.generate == a hand-written argmax loop over the model's own logits
+    r = grpo.generate(model, tok, prompts, greedy=True, max_new_tokens=N)
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, attn = enc["input_ids"], enc["attention_mask"]
+    with torch.no_grad():
+        for _ in range(N):
+            pos = (attn.cumsum(-1) - 1).clamp(min=0)
+            nxt = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, -1].argmax(-1)
+            ids, attn = torch.cat([ids, nxt[:, None]], 1), torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
+    L = r["n_completion"]
+    hand = ids[:, -N:]
+    for i in range(len(prompts)):
+        n = int(r["mask"][i].sum())
+        assert torch.equal(r["input_ids"][i, -L:][:n], hand[i, :n]), i
+    # the test can fail: the checkpoint's own settings do change plain greedy generate()
+    plain = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,
+                           max_new_tokens=N, pad_token_id=0)
+    assert not torch.equal(plain[:, -N:], hand)
+    assert model.generation_config.repetition_penalty == 1.1           # restored after the call
+    # sampled: the sampler's own log-probs are exactly what token_logprobs scores
+    s = grpo.generate(model, tok, prompts, n=4, temperature=0.8, max_new_tokens=N, seed=1)
+    logp, _ = grpo.token_logprobs(model, s["input_ids"], s["attention_mask"], s["n_completion"], 0.8)
+    m = s["mask"]
+    assert m.sum() > 20
+    assert ((logp - s["logprobs"]).abs() * m).max() < 1e-5
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_chunked_rollouts_equal_one_call(temperature):
+    tok = tiny.make_tokenizer()
+    model = _micro_model(len(tok), seed=2)
+    prompts = [format_prompt(tok, r["question"]) for r in tiny.tiny_rows("test", 5)]
+    one = grpo.generate(model, tok, prompts, n=3, temperature=temperature, max_new_tokens=10, seed=5)
+    for bs in (1, 4):
+        chunked = grpo.generate(model, tok, prompts, n=3, temperature=temperature, max_new_tokens=10,
+                                seed=5, batch_size=bs)
+        assert chunked["texts"] == one["texts"]
+        for k in ("input_ids", "attention_mask", "mask", "truncated"):
+            assert torch.equal(chunked[k], one[k]), k
+        assert torch.allclose(chunked["logprobs"] * one["mask"], one["logprobs"] * one["mask"], atol=1e-5)
+    other = grpo.generate(model, tok, prompts, n=3, temperature=temperature, max_new_tokens=10, seed=6)
+    assert other["texts"] != one["texts"]
+
+
+def test_chunked_head_equals_full_logits_and_gradients():
+    """token_logprobs applies the LM head chunk by chunk inside checkpoints: log-probs equal the
+    whole-logits computation to 1e-6 in fp32 for any chunk size, gradients up to summation order."""
+    model = _micro_model(300, hidden=48)
+    torch.manual_seed(3)
+    ids = torch.randint(2, 300, (4, 11))
+    attn = torch.ones_like(ids)
+    attn[0, :4] = 0
+    ids[attn == 0] = 0
+    L = 6
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits.float()[:, -L - 1:-1]
+    ref = torch.log_softmax(logits, -1).gather(-1, ids[:, -L:, None]).squeeze(-1)
+    (ref * torch.linspace(-1, 1, L)).sum().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for chunk in (1, 7, 24, None):
+        model.zero_grad()
+        logp, _ = grpo.token_logprobs(model, ids, attn, L, chunk_tokens=chunk)
+        assert (logp - ref).abs().max() < 1e-6, chunk
+        (logp * torch.linspace(-1, 1, L)).sum().backward()
+        for n, p in model.named_parameters():
+            assert torch.allclose(p.grad, want[n], rtol=1e-5, atol=2e-6), (chunk, n)   # sum order only
+    assert isinstance(model.lm_head, torch.nn.Linear)                   # the stand-in is gone
+
+
+# ----------------------------------------------------------------------------- defaults and presets
+
+def test_mission_command_trains_on_gsm8k_with_llm_defaults():
+    args = train.parse_args(["--model", "Qwen/Qwen2.5-1.5B", "--rank", "16", "--rho", "0.2"])
+    assert args.dataset == "gsm8k" and train.EVAL_SETS[args.dataset] == ("gsm8k", "test")
+    for k, v in train.LLM_DEFAULTS.items():
+        assert getattr(args, k) == v, k
+    assert args.lr == train.LLM_LR["geora"] and args.method == "geora" and args.rank == 16
+    assert args.rho == 0.2 and args.group_size == 8 and args.out == "out/run-geora"
+    assert args.gradient_checkpointing is True and args.max_prompt_tokens is None   # set from the model
+    tiny_args = train.parse_args([])
+    assert tiny_args.dataset == "tiny" and tiny_args.max_new_tokens == 48 and tiny_args.lr == train.TINY_LR["geora"]
+    assert train.parse_args(["--model", "m", "--dataset", "tiny"]).max_new_tokens == 48
+
+
+def test_paper_preset_resolves_and_flags_override():
+    a = train.parse_args(["--model", "Qwen/Qwen2.5-1.5B-Instruct", "--preset", "paper"])
+    want = dict(rank=16, alpha=32.0, rho=0.2, lr=1e-6, group_size=8, prompts_per_step=128, beta=1e-3,
+                max_prompt_tokens=1024, max_new_tokens=4096, temperature=1.0, clip_low=0.2, clip_high=0.2,
+                gradient_checkpointing=True, method="geora", dataset="gsm8k")
+    assert {k: getattr(a, k) for k in want} == want
+    b = train.parse_args(["--model", "m", "--preset", "paper", "--lr", "3e-6", "--max-new-tokens", "512",
+                          "--no-gradient-checkpointing", "--beta", "0"])
+    assert (b.lr, b.max_new_tokens, b.gradient_checkpointing, b.beta, b.rank) == (3e-6, 512, False, 0.0, 16)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--preset", "nope"])
+
+
+def test_long_prompts_are_dropped_and_counted(world, tmp_path, capsys):
+    rows = [{"question": q, "answer": "#### 1"} for q in ["short one"] * 6 + ["word " * 300] * 3]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    args = train.parse_args(_args(world, tmp_path / "o", "--dataset", str(path), "--eval-dataset", str(path),
+                                  "--max-prompt-tokens", "60"))
+    tok = tiny.make_tokenizer()
+    train_rows, evals = train.load_data(args, tok, context=256)
+    assert len(train_rows) == 6 and all(len(r["question"]) < 20 for r in train_rows)
+    out = capsys.readouterr().out
+    assert "6 training prompts" in out and "3 dropped as longer than --max-prompt-tokens 60" in out
+    assert len(evals["eval"]) == 6
+    args.prompts_per_step = 8
+    with pytest.raises(ValueError, match="--max-prompt-tokens"):
+        train.load_data(args, tok, context=256)
+    args = train.parse_args(_args(world, tmp_path / "o", "--max-new-tokens", "12"))
+    train.load_data(args, tok, context=256)
+    assert args.max_prompt_tokens == 256 - 12                              # default: the context left
+    with pytest.raises(ValueError, match="--max-new-tokens"):
+        train.load_data(train.parse_args(_args(world, tmp_path / "o", "--max-new-tokens", "300")), tok, 256)
+
+
+def test_holdout_rows_never_train_and_are_the_eval_set(world, tmp_path):
+    args = train.parse_args(_args(world, tmp_path / "o", "--holdout", "10"))
+    args.eval_dataset = None
+    tr, ev = train.load_data(args, tiny.make_tokenizer(), context=256)
+    held = {r["id"] for r in ev["eval"][:10]}
+    assert len(held) == 8 and not held & {r["id"] for r in tr}          # eval-size 8 of the 10
+    assert len(tr) == 64 - 10
+    tr2, ev2 = train.load_data(train.parse_args(_args(world, tmp_path / "o", "--holdout", "10", "--seed", "3")),
+                               tiny.make_tokenizer(), context=256)
+    assert {r["id"] for r in tr2} == {r["id"] for r in tr}              # the same draw for every seed
+
+
+# ----------------------------------------------------------------------------- loop defects
+
+def test_beta0_metrics_cover_every_completion(world, tmp_path):
+    """Half the prompts have an unreachable gold: their groups carry no signal. The logged entropy
+    and KL must still describe all completions: equal to a run at a vanishing beta, where every
+    completion goes through the loss."""
+    path = tmp_path / "half.jsonl"
+    qs = [r["question"] for r in tiny.tiny_rows("train", 16, seed=5)]
+    path.write_text("\n".join(json.dumps({"question": q, "answer": f"#### {1 + i % 2 if i % 4 < 2 else 999}"})
+                              for i, q in enumerate(qs)))
+    lines = {}
+    for beta in ("0", "1e-12"):
+        out = tmp_path / f"b{beta}"
+        train.main(_args(world, out, "--dataset", str(path), "--eval-dataset", str(path), "--steps", "2",
+                         "--beta", beta, "--prompts-per-step", "8"))
+        lines[beta] = [l for l in _lines(out) if "reward" in l]
+    a, b = lines["0"], lines["1e-12"]
+    assert a[0]["frac_zero_std"] >= 0.25                                  # there were signal-free groups
+    assert [l["reward"] for l in a] == [l["reward"] for l in b]           # same keyed rollouts
+    for k in ("entropy", "kl", "clip_frac", "response_len"):
+        for x, y in zip(a, b):
+            assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-7), k
+    assert a[1]["kl"] > 0
+
+
+def test_weight_decay_pulls_svd_adapters_towards_their_init(world, tmp_path):
+    from transformers import AutoModelForCausalLM
+    m = AutoModelForCausalLM.from_pretrained(world / "model")
+    geora.apply_geora(m, rank=4)
+    lora = AutoModelForCausalLM.from_pretrained(world / "model")
+    geora.apply_geora(lora, rank=4, init="lora")
+    with torch.no_grad():
+        for model in (m, lora):
+            for _, layer in geora.adapted(model):
+                layer.A.add_(1.0)
+                layer.B.add_(1.0)
+    train.decay_adapters(m, 0.25)
+    train.decay_adapters(lora, 0.25)
+    for _, layer in geora.adapted(m):
+        assert torch.allclose(layer.A - layer.A0, torch.full_like(layer.A, 0.75), atol=1e-6)
+        assert torch.allclose(layer.B - layer.B0, torch.full_like(layer.B, 0.75), atol=1e-6)
+    for _, layer in geora.adapted(lora):
+        assert torch.allclose(layer.B, torch.full_like(layer.B, 0.75))  # B0 = 0: towards zero
+    # in a run: lr * wd = 1 snaps A back to A0 before every AdamW update, so A stays within ~lr of A0
+    res = train.main(_args(world, tmp_path, "--steps", "2", "--weight-decay", "100", "--lr", "1e-2"))
+    moved = [(layer.A - layer.A0).abs().max().item() for _, layer in geora.adapted(res["model"])]
+    assert 0 < max(moved) < 0.05
+
+
+def _torchrun(tmp_path, argv, nproc=2, tag="run"):
+    """train.main under torchrun with nproc gloo processes; each rank dumps its trainable tensors."""
+    script = tmp_path / f"worker_{tag}.py"
+    script.write_text(
+        "import os, sys, torch\n"
+        f"sys.path.insert(0, {HERE!r})\n"
+        "import train\n"
+        "res = train.main(sys.argv[1:])\n"
+        "torch.save({n: p.detach() for n, p in res['model'].named_parameters() if p.requires_grad},\n"
+        f"           os.path.join({str(tmp_path)!r}, '{tag}-rank%s.pt' % os.environ['RANK']))\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           f"--master_port={_free_port()}", str(script), *argv]
+    p = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return [torch.load(tmp_path / f"{tag}-rank{r}.pt") for r in range(nproc)]
+
+
+def test_process_count_changes_nothing(world, tmp_path):
+    """Step 1 has reward contrast, step 2 has none anywhere (unreachable golds). Two processes must
+    not step AdamW on the empty step (its moments would move the adapter), must match one process,
+    and a checkpoint written by two processes resumes in one (world size recorded, sampling keyed)."""
+    n_rows, per = 8, 4
+    order = train.prompt_indices(0, n_rows, 2 * per, 0)                 # rows of steps 1 and 2
+    qs = [r["question"] for r in tiny.tiny_rows("train", n_rows, seed=6)]
+    gold = {row: (f"#### {1 + k % 2}" if k < per else "#### 999") for k, row in enumerate(order)}
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps({"question": q, "answer": gold[i]}) for i, q in enumerate(qs)))
+    common = ["--dataset", str(path), "--eval-dataset", str(path), "--prompts-per-step", str(per),
+              "--save-every", "1", "--device", "cpu"]
+    two = tmp_path / "two"
+    one_step = _torchrun(tmp_path, _args(world, two, *common, "--steps", "1"), tag="s1")
+    shutil.copytree(two, tmp_path / "two-copy")
+    two_steps = _torchrun(tmp_path, _args(world, two, *common, "--steps", "2", "--resume"), tag="s2")
+    steps = [l for l in _lines(two) if "reward" in l]
+    assert steps[0]["frac_zero_std"] < 1 and steps[1]["frac_zero_std"] == 1 and steps[1]["grad_norm"] == 0
+    init = _init(world)
+    assert any(not torch.equal(one_step[0][k], init[k]) for k in init)    # step 1 trained
+    for k in init:                                                           # step 2 changed nothing
+        assert torch.equal(two_steps[0][k], one_step[0][k]), k
+        assert torch.equal(two_steps[1][k], two_steps[0][k]), k
+    single = _trainable(train.main(_args(world, tmp_path / "one", *common, "--steps", "2"))["model"])
+    resumed = _trainable(train.main(_args(world, tmp_path / "two-copy", *common, "--steps", "2", "--resume"))["model"])
+    # Equal up to summation order. AdamW's first step moves every entry by ~lr * sign(grad), so an
+    # entry whose gradient is ~1e-9 (rounding-sized) may move either way: count those, bound the rest.
+    for other in (single, resumed):
+        close = sum(int(torch.isclose(other[k], two_steps[0][k], atol=1e-6, rtol=0).sum()) for k in init)
+        total = sum(v.numel() for v in init.values())
+        assert close >= 0.99 * total, (close, total)
+        assert max((other[k] - two_steps[0][k]).abs().max().item() for k in init) <= 2.5e-2
+    assert [l["reward"] for l in _lines(tmp_path / "one") if "reward" in l] == [l["reward"] for l in steps]
+    ck = json.loads(open(os.path.join(train.latest_checkpoint(str(two)), "state.json")).read())
+    assert ck["world"] == 2

@@ -55,6 +55,9 @@ import torch
 
 from data import BOXED_INSTRUCTION, format_prompt
 
+TINY_BASE = "out/tiny-base"  # where train.py and eval.py find (or build) the pretrained base
+TINY_MAX_NEW_TOKENS = 48     # answer budget of the tiny world (the longest shown work is ~25 tokens)
+BUILD_THREADS = 1            # pretraining always runs on one thread: the same base from every script
 FAMILIES = ("chain", "mul", "total")
 EVAL_SEED = 1234            # the fixed held-out splits do not depend on the build or RL seed
 N_HELDOUT = 200
@@ -293,11 +296,11 @@ def accuracy(model, tokenizer, split="test", family="chain", n=None):
     rows = tiny_rows(split, n, family=family)
     prompts = [format_prompt(tokenizer, r["question"]) for r in rows]
     acc, _ = grpo.evaluate(model, tokenizer, prompts, [r["gold"] for r in rows], reward.grade,
-                           max_new_tokens=48)
+                           max_new_tokens=TINY_MAX_NEW_TOKENS)
     return acc
 
 
-def build_tiny(out_dir="out/tiny-base", seed=0, force=False, steps=600):
+def build_tiny(out_dir=TINY_BASE, seed=0, force=False, steps=600):
     """Build (or reuse) the pretrained tiny model + tokenizer at out_dir; returns out_dir.
 
     A finished build has out_dir/tiny.json; it is written last and the directory is moved into
@@ -307,14 +310,19 @@ def build_tiny(out_dir="out/tiny-base", seed=0, force=False, steps=600):
         return out_dir
     t0 = time.time()
     print(f"building the tiny world in {out_dir} (seed {seed}; once, then cached)", flush=True)
-    tokenizer = make_tokenizer()
-    model = make_model(tokenizer, seed)
-    pretrain(model, tokenizer, seed=seed, steps=steps)
-    accs = {f: accuracy(model, tokenizer, "test", f) for f in FAMILIES}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)  # summation order depends on the thread count: fix it
+    try:
+        tokenizer = make_tokenizer()
+        model = make_model(tokenizer, seed)
+        pretrain(model, tokenizer, seed=seed, steps=steps)
+        accs = {f: accuracy(model, tokenizer, "test", f) for f in FAMILIES}
+    finally:
+        torch.set_num_threads(threads)
     info = {"seed": seed, "steps": steps, "sha256": weights_sha256(model),
             "params": sum(p.numel() for p in model.parameters()),
             "test_acc": accs, "build_seconds": round(time.time() - t0, 1),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": torch.__version__, "threads": BUILD_THREADS}
     tmp = f"{out_dir.rstrip('/')}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -332,7 +340,7 @@ def build_tiny(out_dir="out/tiny-base", seed=0, force=False, steps=600):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="out/tiny-base")
+    ap.add_argument("--out", default=TINY_BASE)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--force", action="store_true")

@@ -1,9 +1,10 @@
 """GRPO fine-tuning with a GeoRA adapter (or LoRA / PiSSA / MiLoRA / full fine-tuning), one flat script.
 
-    python train.py                                   # offline tiny world, GeoRA, CPU (~2 + ~1.5 min)
-    python train.py --model Qwen/Qwen2.5-1.5B --dataset gsm8k --rank 16 --rho 0.2
-    python train.py --model Qwen/Qwen2.5-Math-1.5B --dataset math --max-new-tokens 1024 --micro-batch 8
-    torchrun --nproc_per_node=4 train.py --model Qwen/Qwen2.5-1.5B --dataset gsm8k   # several GPUs
+    python train.py                                   # offline tiny world, GeoRA, CPU (minutes)
+    python train.py --model Qwen/Qwen2.5-1.5B --rank 16 --rho 0.2          # GSM8K, LLM defaults, one GPU
+    python train.py --model Qwen/Qwen2.5-1.5B-Instruct --preset paper      # the paper's setting (second-hand)
+    python train.py --model Qwen/Qwen2.5-Math-1.5B --dataset math --max-new-tokens 2048
+    torchrun --nproc_per_node=4 train.py --model Qwen/Qwen2.5-1.5B         # several GPUs
     python train.py --method pissa                     # a baseline, in out/tiny-pissa, at its own lr
     python train.py --resume                           # continue exactly from the last checkpoint in --out
 
@@ -18,23 +19,53 @@ checkpoint: adapter or weights, optimizer, RNG states, data cursor; OUT/latest n
 and at the end the final adapter (geora_adapter.safetensors, what eval.py --adapter OUT reads), a
 standard PEFT LoRA in OUT/peft/, and with --merge a merged model in OUT/merged/ (save_pretrained).
 
+Defaults, in order of precedence: explicit flags > --preset > the world's defaults > the rest.
+- Without --model (or with --dataset tiny) the defaults are the tiny world's (tiny.py: a
+  0.8M-parameter Qwen2 on word problems, built once into out/tiny-base, trained on one CPU thread):
+  the whole script runs offline on a laptop CPU in minutes. With --model and no --dataset the run
+  is GRPO on GSM8K (eval on its test split) with LLM_DEFAULTS: 32 prompts x 8 samples, up to 1024
+  new tokens, gradient checkpointing on, 500 steps.
+- Learning rate, when --lr is not given, per method. Tiny world (TINY_LR): from sweeps at rank 16,
+  alpha = rank (GeoRA stable from 3e-4 to 1e-3; PiSSA, whose adapter holds the top singular
+  directions, collapsed at 5e-4 and needs 1e-4; full fine-tuning ~10x less than the adapters).
+  Real models (LLM_LR): GeoRA 1e-5, full fine-tuning 1e-6 (the usual full-RL rate, adapters ~10x
+  it), the other methods in the tiny world's ratios to GeoRA. They are starting points, not tuned on
+  a real model here (no GPU was lent for that); compare.py sweeps around them. Constant rate.
+- --preset paper: the setting GeoRA's paper reports, as a public reproduction quotes its v4
+  appendix, i.e. *as reported second-hand*: rank 16, alpha 32 (scale 2), rho 0.2, all seven
+  projections, AdamW, bf16, lr 1e-6, 8 rollouts per prompt, a global batch of 128, KL coefficient
+  0.001, prompts up to 1024 and responses up to 4096 tokens. Our readings where it is silent or
+  ambiguous: 128 counts prompts (verl's train_batch_size convention: 1,024 completions per step);
+  the KL term is k3 in the loss (verl's low_var_kl with use_kl_loss); temperature 1.0, clip
+  0.2 / 0.2, constant rate, token-mean aggregation, one update per batch of rollouts (verl's
+  defaults); 200 steps (about 3.4 epochs of GSM8K's 7,473 prompts: the steps are not reported);
+  gradient checkpointing on; bf16 is what --dtype auto does on CUDA. Explicit flags override it.
+- Prompts longer than --max-prompt-tokens (default: the preset's 1024, else the model's context
+  minus --max-new-tokens) are dropped when the data is loaded and counted in the printed summary,
+  never truncated; too few left is an error naming the flag. --holdout N keeps N training rows
+  (a fixed draw, the same for every seed and method) out of training and evaluates on them: the
+  model-selection split compare.py uses, so the reported benchmarks never pick a learning rate.
+
 Choices and simplifications:
-- Defaults are the tiny world's (tiny.py: a 0.8M-parameter Qwen2 on word problems, built once into
-  out/tiny-base): the whole script runs offline on a laptop CPU in minutes. With --model the
-  defaults switch to LLM-sized values (see DEFAULTS / LLM_DEFAULTS below); every flag overrides.
-- Learning rate: per method when --lr is not given (DEFAULT_LR, from sweeps on the tiny world at
-  rank 16, alpha = rank: GeoRA was stable from 3e-4 to 1e-3 and collapsed at 3e-3; PiSSA, whose
-  adapter holds the top singular directions, collapsed at 5e-4 and needs 1e-4; full fine-tuning
-  needs ~10x less than the adapters). The rate is constant (no schedule): RL runs are short.
 - One optimizer step per batch of rollouts, so the policy that sampled is the policy being
-  updated: old log-probs are the current ones, detached (importance ratio exactly 1). Completions
-  of groups whose rewards are all equal have advantage 0 and, when beta = 0, are skipped in the
-  backward pass; the loss normaliser still counts them, so the gradient is unchanged.
+  updated: old log-probs are the current ones, detached (importance ratio exactly 1).
+- Sampling is keyed: completion j of the step's prompt i draws from grpo.sample_key(seed, step,
+  i * G + j), so a step's rollouts are the same whatever the number of processes, --rollout-batch
+  or a resume in between (grpo.py's docstring; bf16 kernels can still round a draw differently).
+- Completions of groups whose rewards are all equal have advantage 0. At beta = 0 they add
+  nothing to the gradient, so they are scored without autograd (forward only): the logged kl,
+  kl_max, entropy and clip_frac cover every completion of the step. The loss normaliser counts
+  them too, so the gradient is the full-batch one. A step in which no completion of any process
+  carries signal takes no optimizer step at all (AdamW's moments and step count stay put): steps
+  have the same effect whatever the number of processes.
 - The loss is normalised over the whole step (all micro-batches, all ranks), so gradient
   accumulation and data parallelism give the same gradient as one big batch.
 - Reference policy (KL penalty and the logged KL): for adapter methods the same model under
   geora.adapters_disabled (exactly the initial weights, no copy). For full fine-tuning a frozen
   copy is kept only when --beta > 0 or --log-kl; otherwise its KL is not logged (null).
+- --weight-decay: for SVD-initialised adapters (geora, pissa, milora and the ablations) it pulls
+  A, B towards A0, B0, i.e. towards the initial policy (decay towards zero would pull the model
+  away from it); for LoRA towards zero (B = 0 is the initial policy); full fine-tuning: AdamW's own.
 - dr-grpo aggregation also drops the std scaling of the advantages (Dr. GRPO's two changes).
 - Truncated completions (no EOS within --max-new-tokens) are graded no_answer (reward 0), so
   the policy cannot earn reward by rambling past the budget.
@@ -43,15 +74,19 @@ Choices and simplifications:
   accumulation: what DistributedDataParallel with no_sync does, but ranks may skip different
   numbers of zero-advantage micro-batches), metrics are summed across ranks, rank 0 writes
   logs and checkpoints. nccl on CUDA, gloo on CPU. Every rank builds the same adapter (seeded).
-- Resume is exact: the checkpoint holds the trainable weights, AdamW state, every rank's RNG
-  states and the data cursor; the data order is a seeded permutation per epoch.
+- Resume is exact: the checkpoint holds the trainable weights, AdamW state, the data cursor,
+  every rank's RNG states and the world size; the data order is a seeded permutation per epoch.
+  Resuming with another number of processes continues the same run: sampling never reads the
+  global RNG (keys above), and the saved RNG states are restored only when the count matches.
 - bf16 autocast on CUDA: frozen weights stored in bf16 for adapter methods (GeoRA's adapter
   branch stays fp32, as geora.py designs it), fp32 master weights for full fine-tuning; fp32 on
   CPU. --gradient-checkpointing trades compute for activation memory on long answers.
 """
 
 import argparse
+import contextlib
 import functools
+import io
 import json
 import math
 import os
@@ -73,13 +108,23 @@ from reward import grade
 METHODS = ("geora", "lora", "pissa", "milora", "full")
 # Tiny world, rank 16, 16 prompts x 8 samples, beta 0, 100 steps: each rate reached 74-76%
 # held-out accuracy from 48% (see the module docstring and the README's sweep).
-DEFAULT_LR = {"geora": 5e-4, "lora": 2e-3, "pissa": 1e-4, "milora": 5e-4, "full": 5e-5}
+TINY_LR = {"geora": 5e-4, "lora": 2e-3, "pissa": 1e-4, "milora": 5e-4, "full": 5e-5}
+LLM_LR = {"geora": 1e-5, "lora": 4e-5, "pissa": 2e-6, "milora": 1e-5, "full": 1e-6}
+DEFAULT_LR = TINY_LR  # the name compare.py's tiny sweep reads
 TINY_OUT = "out/tiny-{method}"
 DEFAULTS = dict(steps=100, prompts_per_step=16, max_new_tokens=48, micro_batch=128, eval_every=25,
-                eval_size=200, save_every=25)
+                eval_size=200, save_every=25, gradient_checkpointing=False)
 LLM_DEFAULTS = dict(steps=500, prompts_per_step=32, max_new_tokens=1024, micro_batch=8, eval_every=50,
-                    eval_size=500, save_every=50)
+                    eval_size=500, save_every=50, gradient_checkpointing=True)
+# Flags that have a value whatever the world (None in the parser so a preset can tell "not given").
+COMMON = dict(rank=16, rho=0.2, group_size=8, beta=0.0, clip_low=0.2, clip_high=0.2, temperature=1.0)
+PRESETS = {  # read the module docstring: "as reported second-hand", with our readings of the gaps
+    "paper": dict(rank=16, alpha=32.0, rho=0.2, lr=1e-6, group_size=8, prompts_per_step=128, beta=1e-3,
+                  max_prompt_tokens=1024, max_new_tokens=4096, temperature=1.0, clip_low=0.2, clip_high=0.2,
+                  steps=200, eval_every=20, save_every=20, gradient_checkpointing=True),
+}
 EVAL_SETS = {"gsm8k": ("gsm8k", "test"), "math": ("math500", "test"), "deepmath": ("math500", "test")}
+HOLDOUT_SEED = 1234  # the --holdout draw is the same for every run
 
 
 def parse_args(argv=None):
@@ -87,32 +132,40 @@ def parse_args(argv=None):
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = ap.add_argument
     a("--model", default=None, help="hub id or local path (default: the offline tiny world)")
+    a("--preset", default=None, choices=sorted(PRESETS), help="a named setting; explicit flags override it")
     a("--method", default="geora", choices=METHODS)
     a("--init", default=None, help="GeoRA ablation: geora-random | geora-tail (default: --method)")
     a("--mask", default="union", choices=geora.MASKS, help="GeoRA mask ablation")
-    a("--rank", type=int, default=16)
-    a("--rho", type=float, default=0.2)
+    a("--rank", type=int, default=None, help=f"adapter rank (default {COMMON['rank']})")
+    a("--rho", type=float, default=None, help=f"GeoRA sparsity (default {COMMON['rho']})")
     a("--alpha", type=float, default=None, help="adapter scale alpha / rank (default alpha = rank)")
     a("--svd", default="full", choices=geora.SVDS, help="full, or lowrank (randomized, seeded) for big models")
-    a("--dataset", default="tiny", help="gsm8k | math | deepmath | tiny | PATH.jsonl")
+    a("--dataset", default=None, help="gsm8k | math | deepmath | tiny | PATH.jsonl (default: tiny without "
+                                      "--model, gsm8k with it)")
     a("--data-dir", default=None, help="local DIR/<name>/<split>.jsonl copies instead of the hub")
     a("--question-key", default=None)
     a("--answer-key", default=None)
-    a("--eval-dataset", default=None, help="held-out set (default: tiny test / gsm8k test / math500)")
+    a("--eval-dataset", default=None, help="held-out set (default: tiny test / gsm8k test / math500; "
+                                           "the --holdout rows when --holdout > 0)")
+    a("--holdout", type=int, default=0, help="training rows kept out of training as the eval set")
+    a("--max-prompt-tokens", type=int, default=None, help="drop longer prompts (default: the model's "
+                                                          "context minus --max-new-tokens)")
     a("--steps", type=int, default=None)
-    a("--prompts-per-step", type=int, default=None)
-    a("--group-size", type=int, default=8)
-    a("--lr", type=float, default=None, help=f"default per method: {DEFAULT_LR}")
-    a("--weight-decay", type=float, default=0.0)
-    a("--beta", type=float, default=0.0, help="KL penalty to the initial policy (k3)")
+    a("--prompts-per-step", type=int, default=None, help="prompts per step over all processes")
+    a("--group-size", type=int, default=None, help=f"completions per prompt (default {COMMON['group_size']})")
+    a("--lr", type=float, default=None, help=f"default per method: tiny {TINY_LR}, LLM {LLM_LR}")
+    a("--weight-decay", type=float, default=0.0, help="towards the initial adapter for SVD inits")
+    a("--beta", type=float, default=None, help="KL penalty to the initial policy (k3; default 0)")
     a("--log-kl", action="store_true", help="full fine-tuning: keep a frozen copy of the initial "
       "model to log the KL at --beta 0 too (adapter methods always log it, with no copy)")
-    a("--clip-low", type=float, default=0.2)
-    a("--clip-high", type=float, default=0.2)
+    a("--clip-low", type=float, default=None, help="default 0.2")
+    a("--clip-high", type=float, default=None, help="default 0.2")
     a("--agg", default="token-mean", choices=("token-mean", "seq-mean", "dr-grpo"))
-    a("--temperature", type=float, default=1.0)
+    a("--temperature", type=float, default=None, help="sampling temperature (default 1.0)")
     a("--max-new-tokens", type=int, default=None)
     a("--micro-batch", type=int, default=None, help="completions per forward/backward")
+    a("--rollout-batch", type=int, default=None, help="completions per generate call (default: all of a "
+                                                      "rank's completions of the step)")
     a("--grad-clip", type=float, default=1.0)
     a("--eval-every", type=int, default=None)
     a("--eval-size", type=int, default=None)
@@ -122,35 +175,53 @@ def parse_args(argv=None):
     a("--seed", type=int, default=0)
     a("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     a("--dtype", default="auto", choices=("auto", "bf16", "fp32"))
-    a("--gradient-checkpointing", action="store_true")
+    a("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+      help="recompute activations in backward (default: on with --model, off in the tiny world)")
     a("--merge", action="store_true", help="also save the merged model to OUT/merged")
     a("--wandb", default=None, metavar="PROJECT", help="log to Weights & Biases (optional)")
     args = ap.parse_args(argv)
+    resolve_defaults(args)
+    check_args(args)
+    return args
 
-    defaults = DEFAULTS if args.model is None or args.dataset == "tiny" else LLM_DEFAULTS
-    for k, v in defaults.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+
+def resolve_defaults(args):
+    """Fill every flag left unset: preset, then the world's defaults (tiny or LLM), then COMMON."""
+    if args.dataset is None:
+        args.dataset = "tiny" if args.model is None else "gsm8k"
+    tiny_world = args.model is None or args.dataset == "tiny"
+    layers = [PRESETS[args.preset] if args.preset else {}, DEFAULTS if tiny_world else LLM_DEFAULTS, COMMON]
+    for layer in layers:
+        for k, v in layer.items():
+            if getattr(args, k) is None:
+                setattr(args, k, v)
     if args.lr is None:
-        args.lr = DEFAULT_LR[args.method]
+        args.lr = (TINY_LR if tiny_world else LLM_LR)[args.method]
     if args.init is None:
         args.init = args.method
+    if args.out is None:
+        name = args.method if args.init == args.method else args.init
+        args.out = TINY_OUT.format(method=name) if args.model is None else f"out/run-{name}"
+
+
+def check_args(args):
     if args.method == "full" and args.init != "full":
         raise ValueError("--init applies to adapter methods; drop it with --method full")
     if args.method != "full" and args.init not in geora.INITS:
         raise ValueError(f"--init must be one of {geora.INITS}")
-    if args.out is None:
-        name = args.method if args.init == args.method else args.init
-        args.out = TINY_OUT.format(method=name) if args.model is None else f"out/run-{name}"
     if args.group_size < 2:
         raise ValueError("--group-size must be >= 2: GRPO compares completions of the same prompt")
     for k in ("steps", "prompts_per_step", "max_new_tokens", "micro_batch", "eval_every", "eval_size",
-              "save_every"):
+              "save_every", "rank"):
         if getattr(args, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be >= 1")
+    for k in ("rollout_batch", "max_prompt_tokens"):
+        if getattr(args, k) is not None and getattr(args, k) < 1:
+            raise ValueError(f"--{k.replace('_', '-')} must be >= 1")
+    if args.holdout < 0 or args.weight_decay < 0 or args.beta < 0:
+        raise ValueError("--holdout, --weight-decay and --beta must be >= 0")
     if not args.lr > 0 or args.temperature <= 0:
         raise ValueError("--lr and --temperature must be > 0")
-    return args
 
 
 # ----------------------------------------------------------------------------- setup
@@ -169,63 +240,105 @@ def setup_distributed(args):
     return rank, world, device
 
 
-def load_model(args, device, rank, world):
-    from transformers import AutoModelForCausalLM, GenerationConfig
-    path = args.model
-    if path is None:
-        import tiny
-        if rank == 0:
-            tiny.build_tiny()
-        if world > 1:
-            dist.barrier()
-        path = "out/tiny-base"
-    dtype = args.dtype
-    if dtype == "auto":  # full fine-tuning keeps fp32 master weights (and trains under autocast)
-        dtype = "bf16" if device.type == "cuda" and args.method != "full" else "fp32"
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+def model_path(args, rank, world):
+    """--model, or the tiny world's base (built by rank 0 on first use, then cached)."""
+    if args.model is not None:
+        return args.model
+    import tiny
+    if rank == 0:
+        tiny.build_tiny()
+    if world > 1:
+        dist.barrier()
+    return tiny.TINY_BASE
+
+
+def load_tokenizer_and_config(path):
+    from transformers import AutoConfig
     try:
         tokenizer = load_tokenizer(path)  # as eval.py: guards a transformers 5 tokenizer swap
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        config = AutoConfig.from_pretrained(path)
     except OSError as e:
         raise ValueError(f"could not load --model {path!r} ({e}); pass a local directory "
                          f"(save_pretrained layout) or a reachable hub id") from e
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    g = model.generation_config  # keep its token ids only: sampling is set by our flags
-    model.generation_config = GenerationConfig(eos_token_id=g.eos_token_id, pad_token_id=g.pad_token_id,
-                                               bos_token_id=g.bos_token_id)
+    return tokenizer, config
+
+
+def load_model(path, args, device):
+    from transformers import AutoModelForCausalLM
+    dtype = args.dtype
+    if dtype == "auto":  # full fine-tuning keeps fp32 master weights (and trains under autocast)
+        dtype = "bf16" if device.type == "cuda" and args.method != "full" else "fp32"
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model.config.use_cache = True
-    return model.to(device), tokenizer
+    return model.to(device)
 
 
-def load_data(args, rank):
-    """(train rows, {name: held-out rows}). The tiny world adds its two out-of-domain families."""
-    quiet = rank != 0
+def load_data(args, tokenizer, context, quiet=False):
+    """(train rows, {name: held-out rows}). Prompts longer than --max-prompt-tokens are dropped
+    here and counted; the tiny world adds its two out-of-domain families."""
+    say = (lambda *a: None) if quiet else print
+    if args.max_prompt_tokens is None:
+        args.max_prompt_tokens = context - args.max_new_tokens
+        if args.max_prompt_tokens < 1:
+            raise ValueError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the "
+                             f"model's {context}-token context: lower --max-new-tokens")
     if args.dataset == "tiny":
         import tiny
         train = tiny.tiny_rows("train", seed=args.seed)
         evals = {"eval": tiny.tiny_rows("test", args.eval_size)}
         for fam in tiny.FAMILIES[1:]:
             evals[f"tiny-{fam}"] = tiny.tiny_rows("test", args.eval_size, family=fam)
-        return train, evals
-    train = _quietly(quiet, load_rows, args.dataset, "train", data_dir=args.data_dir,
-                     question_key=args.question_key, answer_key=args.answer_key)
-    name, split = (args.eval_dataset, "test") if args.eval_dataset else EVAL_SETS.get(args.dataset, (None, None))
-    if name is None:
-        print("no held-out set for this dataset: pass --eval-dataset NAME|PATH.jsonl to get eval_acc")
-        return train, {}
-    ev = _quietly(quiet, load_rows, name, split, data_dir=args.data_dir, limit=args.eval_size)
-    return train, {"eval": ev}
+    else:
+        with _quiet(quiet):
+            train = load_rows(args.dataset, "train", data_dir=args.data_dir, question_key=args.question_key,
+                              answer_key=args.answer_key)
+        evals = {}
+        if args.holdout:
+            if args.holdout >= len(train):
+                raise ValueError(f"--holdout {args.holdout} leaves no training rows (the set has {len(train)})")
+            perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(HOLDOUT_SEED)).tolist()
+            keep = set(perm[args.holdout:])
+            evals["eval"] = [train[i] for i in sorted(perm[:args.holdout])][:args.eval_size]
+            train = [r for i, r in enumerate(train) if i in keep]
+        name, split = (args.eval_dataset, "test") if args.eval_dataset else EVAL_SETS.get(args.dataset, (None, None))
+        if name is not None and not (args.holdout and not args.eval_dataset):
+            with _quiet(quiet):
+                evals["eval"] = load_rows(name, split, data_dir=args.data_dir, limit=args.eval_size)
+        if "eval" not in evals:
+            say("no held-out set for this dataset: pass --eval-dataset NAME|PATH.jsonl (or --holdout N) "
+                "to get eval_acc")
+    train, dropped = _fitting(train, tokenizer, args.max_prompt_tokens)
+    say(f"data: {args.dataset}: {len(train)} training prompts" + (f" ({args.holdout} held out)" if args.holdout else "")
+        + f", {dropped} dropped as longer than --max-prompt-tokens {args.max_prompt_tokens}")
+    if len(train) < args.prompts_per_step:
+        raise ValueError(f"{len(train)} usable training prompts, fewer than --prompts-per-step "
+                         f"{args.prompts_per_step}: raise --max-prompt-tokens ({args.max_prompt_tokens}) "
+                         f"or lower --prompts-per-step")
+    for name in list(evals):
+        evals[name], dropped = _fitting(evals[name], tokenizer, args.max_prompt_tokens)
+        if dropped:
+            say(f"data: held-out {name}: {dropped} prompts dropped as longer than --max-prompt-tokens")
+    return train, evals
 
 
-def _quietly(quiet, fn, *a, **kw):
+def _fitting(rows, tokenizer, limit):
+    """(rows whose formatted prompt has <= limit tokens, number dropped)."""
+    ids = tokenizer([format_prompt(tokenizer, r["question"]) for r in rows], add_special_tokens=False)["input_ids"]
+    keep = [r for r, t in zip(rows, ids) if len(t) <= limit]
+    return keep, len(rows) - len(keep)
+
+
+@contextlib.contextmanager
+def _quiet(quiet):
     if not quiet:
-        return fn(*a, **kw)
-    import contextlib
-    import io
+        yield
+        return
     with contextlib.redirect_stdout(io.StringIO()):
-        return fn(*a, **kw)
+        yield
 
 
 def prompt_indices(step, n_rows, per_step, seed):
@@ -240,6 +353,42 @@ def prompt_indices(step, n_rows, per_step, seed):
 @functools.lru_cache(maxsize=2)
 def _permutation(n_rows, seed, epoch):
     return torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def build_policy(args, model, ckpt, device, log):
+    """Adapters (or all weights) trainable, everything else frozen; a frozen reference copy for full
+    fine-tuning when one is needed. Returns the reference model (None: adapters_disabled serves)."""
+    ref_model = None
+    if args.method == "full":
+        if args.beta > 0 or args.log_kl:  # the initial policy, copied before a resume loads weights
+            import copy
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        if ckpt:
+            from safetensors.torch import load_file
+            model.load_state_dict(load_file(os.path.join(ckpt, "model.safetensors"), device=str(device)),
+                                  strict=False)
+        model.requires_grad_(True)
+        log(f"full fine-tuning: {sum(p.numel() for p in model.parameters()):,} trainable parameters")
+    elif ckpt:
+        geora.load_adapter(model, os.path.join(ckpt, "adapter"))
+    else:
+        rep = geora.apply_geora(model, rank=args.rank, rho=args.rho, alpha=args.alpha, init=args.init,
+                                mask=args.mask, svd=args.svd, seed=args.seed)
+        log(f"{args.init} adapters: {rep['modules']} modules, {rep['trainable']:,} trainable parameters, "
+            f"{rep['seconds']:.1f} s init")
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    return ref_model
+
+
+def decay_adapters(model, factor):
+    """Decoupled weight decay for adapters: A <- A - factor (A - A0) (towards the initial policy) for
+    SVD inits, towards zero for LoRA (whose B = 0 is the initial policy)."""
+    with torch.no_grad():
+        for _, m in geora.adapted(model):
+            m.A.sub_(factor * (m.A - m.A0) if m.A0 is not None else factor * m.A)
+            m.B.sub_(factor * (m.B - m.B0) if m.B0 is not None else factor * m.B)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -293,6 +442,22 @@ def latest_checkpoint(out):
         return os.path.join(out, f.read().strip())
 
 
+RESUME_KEYS = ("model", "method", "init", "mask", "rank", "rho", "alpha", "dataset", "seed", "prompts_per_step",
+               "group_size", "holdout")
+
+
+def read_checkpoint_state(args):
+    """(checkpoint dir, its state.json) for --resume; refuses changed settings that define the run."""
+    ckpt = latest_checkpoint(args.out)
+    with open(os.path.join(ckpt, "state.json")) as f:
+        state = json.load(f)
+    for k in RESUME_KEYS:
+        if state["args"].get(k, getattr(args, k)) != getattr(args, k):
+            raise ValueError(f"--resume: --{k.replace('_', '-')} was {state['args'][k]!r} in the "
+                             f"checkpoint, now {getattr(args, k)!r}; resume with the same settings")
+    return ckpt, state
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate(model, tokenizer, evals, args, rank, world):
@@ -303,12 +468,138 @@ def evaluate(model, tokenizer, evals, args, rank, world):
         prompts = [format_prompt(tokenizer, r["question"]) for r in mine]
         acc, _ = grpo.evaluate(model, tokenizer, prompts, [r["gold"] for r in mine], grade,
                                max_new_tokens=args.max_new_tokens,
-                               batch_size=256 if args.dataset == "tiny" else 32)
+                               batch_size=256 if args.dataset == "tiny" else min(32, args.rollout_batch or 32))
         counts = torch.tensor([acc * len(mine), len(mine)], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(counts)
         out[name] = float(counts[0] / counts[1])
     return out
+
+
+# ----------------------------------------------------------------------------- one GRPO step
+
+def rollout(model, tokenizer, train_rows, args, step, rank, world, autocast):
+    """This rank's share of the step's prompts, G keyed samples each, graded. Returns a dict with
+    the grpo.generate output plus rewards, no_answer, advantages (all (B,) on CPU)."""
+    G = args.group_size
+    idx = prompt_indices(step, len(train_rows), args.prompts_per_step, args.seed)
+    mine = list(range(rank, len(idx), world))                       # positions in the global step batch
+    rows = [train_rows[idx[j]] for j in mine]
+    prompts = [format_prompt(tokenizer, r["question"]) for r in rows]
+    keys = [grpo.sample_key(args.seed, step, j * G + g) for j in mine for g in range(G)]
+    with autocast:
+        roll = grpo.generate(model, tokenizer, prompts, n=G, temperature=args.temperature,
+                             max_new_tokens=args.max_new_tokens, keys=keys, batch_size=args.rollout_batch)
+    results = [grade(text, rows[i // G]["gold"]) for i, text in enumerate(roll["texts"])]
+    trunc = roll["truncated"].cpu().tolist()
+    roll["rewards"] = torch.tensor([0.0 if t else r.reward for r, t in zip(results, trunc)])
+    roll["no_answer"] = torch.tensor([1.0 if t or r.status == "no_answer" else 0.0 for r, t in zip(results, trunc)])
+    roll["adv"] = grpo.group_advantages(roll["rewards"], G, scale=args.agg != "dr-grpo")   # (B,) B = prompts x G
+    return roll
+
+
+def accumulate_gradients(model, ref_model, roll, args, denom, autocast):
+    """GRPO loss over micro-batches of this rank's completions; backward where there is signal.
+
+    Rows with signal (advantage != 0, or every row when beta > 0) come first; a micro-batch that
+    holds none of them is scored without autograd, for the metrics only. Returns sums over this
+    rank: loss, scored tokens, clipped tokens, entropy, kl, kl_max, and the number of signal rows."""
+    adv, mask = roll["adv"], roll["mask"]
+    signal = torch.ones_like(adv, dtype=torch.bool) if args.beta > 0 else adv != 0
+    order = torch.cat([torch.nonzero(signal).flatten(), torch.nonzero(~signal).flatten()])
+    need_ref = args.beta > 0 or args.method != "full" or args.log_kl
+    acc = {"loss": 0.0, "tok": 0.0, "clip": 0.0, "entropy": 0.0, "kl": 0.0, "kl_max": 0.0,
+           "signal": float(signal.sum())}
+    ids_all, attn_all, L_all = roll["input_ids"], roll["attention_mask"], roll["n_completion"]
+    for i in range(0, len(order), args.micro_batch):
+        sel = order[i:i + args.micro_batch]
+        grad = bool(signal[sel].any())
+        sel = sel.to(ids_all.device)
+        m = mask[sel]                                                            # (b, L)
+        L = int(m.sum(1).max())                      # drop completion columns past every EOS
+        ids = ids_all[sel][:, :ids_all.shape[1] - L_all + L]
+        attn = attn_all[sel][:, :ids.shape[1]]
+        first = int(attn.any(0).nonzero()[0])        # drop left-padding columns shared by all rows
+        ids, attn, m = ids[:, first:], attn[:, first:], m[:, :L]
+        with autocast, torch.set_grad_enabled(grad):
+            logp, ent = grpo.token_logprobs(model, ids, attn, L, args.temperature)
+            ref = None
+            if need_ref:
+                with torch.no_grad():
+                    if ref_model is not None:
+                        ref = grpo.token_logprobs(ref_model, ids, attn, L, args.temperature)[0]
+                    else:
+                        with geora.adapters_disabled(model):
+                            ref = grpo.token_logprobs(model, ids, attn, L, args.temperature)[0]
+            loss, mt = grpo.grpo_loss(logp, logp.detach(), ref, adv[sel.cpu()].to(logp.device), m,
+                                      args.clip_low, args.clip_high, args.beta, args.agg, denom)
+        if grad:
+            loss.backward()
+        acc["loss"] += loss.item()
+        acc["tok"] += mt["tokens"]
+        acc["clip"] += mt["clip_frac"] * mt["tokens"]
+        acc["entropy"] += float((ent * m).sum())
+        if "kl" in mt:
+            acc["kl"] += mt["kl"] * mt["tokens"]
+            acc["kl_max"] = max(acc["kl_max"], mt["kl_max"])
+    return acc
+
+
+def train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step, rank, world, autocast):
+    """Rollouts, loss, gradient, optimizer step: one GRPO step. Returns its metrics line."""
+    t0, c0 = time.time(), time.process_time()
+    roll = rollout(model, tokenizer, train_rows, args, step, rank, world, autocast)
+    gen_s = time.time() - t0
+    rewards, mask, G = roll["rewards"], roll["mask"], args.group_size
+    zero_std = (rewards.view(-1, G).std(1) == 0).float()
+
+    # normalisers of the whole step (all ranks), so micro-batching changes nothing
+    sums = torch.tensor([mask.sum().item(), float(len(rewards))], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(sums)
+    denom = {"token-mean": sums[0].item(), "seq-mean": sums[1].item(),
+             "dr-grpo": sums[1].item() * args.max_new_tokens}[args.agg]
+
+    t1 = time.time()
+    acc = accumulate_gradients(model, ref_model, roll, args, denom, autocast)
+    stats = torch.tensor([rewards.sum(), roll["no_answer"].sum(), float(len(rewards)), zero_std.sum(),
+                          float(len(zero_std)), mask.sum().item(), float(roll["truncated"].sum()), acc["loss"],
+                          acc["tok"], acc["clip"], acc["entropy"], acc["kl"], acc["signal"]], dtype=torch.float64)
+    kl_max = torch.tensor([acc["kl_max"]], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(stats)
+        dist.all_reduce(kl_max, op=dist.ReduceOp.MAX)
+    (r_sum, na_sum, n, zs, n_groups, n_tok, n_trunc, loss_sum, tok, clip_sum, ent_sum, kl_sum,
+     signal) = stats.tolist()
+
+    grad_norm = 0.0
+    if signal > 0:  # no signal anywhere: no optimizer step (AdamW's moments would still move)
+        if world > 1:  # sum: the loss is already normalised over all ranks
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            for p, g in zip(params, flat.split([p.numel() for p in params])):
+                p.grad = g.view_as(p).clone()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, args.grad_clip))
+    if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+        raise FloatingPointError(f"non-finite loss/gradient at step {step + 1} (loss {loss_sum}, grad norm "
+                                 f"{grad_norm})")
+    if signal > 0:
+        if args.weight_decay and args.method != "full":
+            decay_adapters(model, args.lr * args.weight_decay)
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    train_s = time.time() - t1
+    need_ref = args.beta > 0 or args.method != "full" or args.log_kl
+    return {"step": step + 1, "reward": r_sum / n, "no_answer": na_sum / n,
+            "kl": kl_sum / tok if tok and need_ref else None,
+            "kl_max": kl_max.item() if tok and need_ref else None,
+            "entropy": ent_sum / tok if tok else None, "response_len": n_tok / n,
+            "truncated": n_trunc / n, "frac_zero_std": zs / n_groups, "grad_norm": grad_norm,
+            "clip_frac": clip_sum / tok if tok else 0.0, "loss": loss_sum, "lr": args.lr,
+            "gen_s": round(gen_s, 3), "train_s": round(train_s, 3),
+            "cpu_s": round(time.process_time() - c0, 3),
+            "tokens_per_s": round(n_tok / max(gen_s + train_s, 1e-9), 1)}
 
 
 # ----------------------------------------------------------------------------- main
@@ -321,62 +612,36 @@ def main(argv=None):
     if args.prompts_per_step % world:
         raise ValueError(f"--prompts-per-step {args.prompts_per_step} must be divisible by the "
                          f"{world} processes")
-    if args.resume:
-        ckpt = latest_checkpoint(args.out)
-        with open(os.path.join(ckpt, "state.json")) as f:
-            state = json.load(f)
-        for k in ("model", "method", "init", "mask", "rank", "rho", "alpha", "dataset", "seed",
-                  "prompts_per_step", "group_size"):
-            if state["args"][k] != getattr(args, k):
-                raise ValueError(f"--resume: --{k.replace('_', '-')} was {state['args'][k]!r} in the "
-                                 f"checkpoint, now {getattr(args, k)!r}; resume with the same settings")
+    ckpt, state = read_checkpoint_state(args) if args.resume else (None, None)
+    path = model_path(args, rank, world)
+    tokenizer, config = load_tokenizer_and_config(path)
+    train_rows, evals = load_data(args, tokenizer, config.max_position_embeddings, quiet=not master)
     log("train.py " + " ".join(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()))
     os.makedirs(args.out, exist_ok=True)
+    if args.model is None and device.type == "cpu":
+        torch.set_num_threads(1)  # the tiny world: one thread is faster, and its numbers are the same anywhere
 
     torch.manual_seed(args.seed)
-    train_rows, evals = load_data(args, rank)        # first: a bad --dataset fails fast
-    if len(train_rows) < args.prompts_per_step:
-        raise ValueError(f"{len(train_rows)} usable training rows, fewer than --prompts-per-step")
-    model, tokenizer = load_model(args, device, rank, world)
-
-    # adapters (or all weights) trainable; everything else frozen
-    ref_model = None
-    if args.method == "full":
-        if args.beta > 0 or args.log_kl:  # the initial policy, copied before a resume loads weights
-            import copy
-            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        if args.resume:
-            from safetensors.torch import load_file
-            model.load_state_dict(load_file(os.path.join(ckpt, "model.safetensors"), device=str(device)),
-                                  strict=False)
-        model.requires_grad_(True)
-        log(f"full fine-tuning: {sum(p.numel() for p in model.parameters()):,} trainable parameters")
-    elif args.resume:
-        geora.load_adapter(model, os.path.join(ckpt, "adapter"))
-    else:
-        rep = geora.apply_geora(model, rank=args.rank, rho=args.rho, alpha=args.alpha, init=args.init,
-                                mask=args.mask, svd=args.svd, seed=args.seed)
-        log(f"{args.init} adapters: {rep['modules']} modules, {rep['trainable']:,} trainable parameters, "
-            f"{rep['seconds']:.1f} s init")
-    if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
+    model = load_model(path, args, device)
+    ref_model = build_policy(args, model, ckpt, device, log)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    # every rank samples its own completions: its own generator stream
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay if args.method == "full" else 0.0)
     torch.manual_seed(args.seed * 1000 + rank)
     random.seed(args.seed * 1000 + rank)
     np.random.seed(args.seed * 1000 + rank)
     start, before = 0, None
-    if args.resume:
+    if ckpt:
         trainer = torch.load(os.path.join(ckpt, "trainer.pt"), weights_only=False)
         opt.load_state_dict(trainer["optimizer"])
-        set_rng_state(trainer["rng"][rank])
+        if len(trainer["rng"]) == world:
+            set_rng_state(trainer["rng"][rank])
         start, before = state["step"], state["before"]
-        log(f"resumed from {ckpt} at step {start}")
+        log(f"resumed from {ckpt} at step {start}" + ("" if len(trainer["rng"]) == world else
+            f" (saved by {len(trainer['rng'])} processes, now {world}: sampling is keyed, so the run continues "
+            f"the same; the other RNG streams start afresh)"))
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and \
-        args.dtype != "fp32" else torch.autocast("cpu", enabled=False)
+        args.dtype != "fp32" else contextlib.nullcontext()
     wandb = None
     if args.wandb and master:
         import wandb as _wandb
@@ -416,115 +681,20 @@ def main(argv=None):
         before = eval_line(0)
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, disable=not master,
                desc="grpo", dynamic_ncols=True)
-    G = args.group_size
     for step in bar:
-        # ---- rollouts: this rank's prompts, G samples each
-        t0, c0 = time.time(), time.process_time()
-        idx = prompt_indices(step, len(train_rows), args.prompts_per_step, args.seed)[rank::world]
-        rows = [train_rows[i] for i in idx]
-        prompts = [format_prompt(tokenizer, r["question"]) for r in rows]
-        with autocast:
-            roll = grpo.generate(model, tokenizer, prompts, n=G, temperature=args.temperature,
-                                 max_new_tokens=args.max_new_tokens)
-        gen_s = time.time() - t0
-        results = [grade(text, rows[i // G]["gold"]) for i, text in enumerate(roll["texts"])]
-        trunc = roll["truncated"].cpu()
-        rewards = torch.tensor([0.0 if t else r.reward for r, t in zip(results, trunc.tolist())])
-        no_answer = torch.tensor([1.0 if t or r.status == "no_answer" else 0.0
-                                  for r, t in zip(results, trunc.tolist())])
-        adv = grpo.group_advantages(rewards, G, scale=args.agg != "dr-grpo")       # (B,) B = prompts x G
-        mask = roll["mask"]                                                          # (B, L)
-        zero_std = (rewards.view(-1, G).std(1) == 0).float()
-
-        # ---- normalisers of the whole step (all ranks), so micro-batching changes nothing
-        sums = torch.tensor([mask.sum().item(), float(len(rewards))], dtype=torch.float64)
-        if world > 1:
-            dist.all_reduce(sums)
-        denom = {"token-mean": sums[0].item(), "seq-mean": sums[1].item(),
-                 "dr-grpo": sums[1].item() * args.max_new_tokens}[args.agg]
-
-        # ---- loss and gradient over micro-batches of the completions that carry signal
-        t1 = time.time()
-        need_ref = args.beta > 0 or args.method != "full" or args.log_kl
-        rows_used = torch.arange(len(rewards)) if args.beta > 0 else torch.nonzero(adv != 0).flatten()
-        acc = {"loss": 0.0, "kl": 0.0, "kl_max": 0.0, "entropy": 0.0, "clip": 0.0, "tok": 0.0}
-        ids_all, attn_all, L_all = roll["input_ids"], roll["attention_mask"], roll["n_completion"]
-        for i in range(0, len(rows_used), args.micro_batch):
-            sel = rows_used[i:i + args.micro_batch].to(ids_all.device)
-            m = mask[sel]                                                            # (b, L)
-            L = int(m.sum(1).max())                      # drop completion columns past every EOS
-            ids = ids_all[sel][:, :ids_all.shape[1] - L_all + L]
-            attn = attn_all[sel][:, :ids.shape[1]]
-            first = int(attn.any(0).nonzero()[0])        # drop left-padding columns shared by all rows
-            ids, attn, m = ids[:, first:], attn[:, first:], m[:, :L]
-            with autocast:
-                logp, ent = grpo.token_logprobs(model, ids, attn, L, args.temperature)
-                ref = None
-                if need_ref:
-                    with torch.no_grad():
-                        if ref_model is not None:
-                            ref = grpo.token_logprobs(ref_model, ids, attn, L, args.temperature)[0]
-                        else:
-                            with geora.adapters_disabled(model):
-                                ref = grpo.token_logprobs(model, ids, attn, L, args.temperature)[0]
-            loss, mt = grpo.grpo_loss(logp, logp.detach(), ref, adv[sel.cpu()].to(logp.device), m,
-                                      args.clip_low, args.clip_high, args.beta, args.agg, denom)
-            loss.backward()
-            acc["loss"] += loss.item()
-            acc["tok"] += mt["tokens"]
-            acc["clip"] += mt["clip_frac"] * mt["tokens"]
-            acc["entropy"] += float((ent * m).sum())
-            if "kl" in mt:
-                acc["kl"] += mt["kl"] * mt["tokens"]
-                acc["kl_max"] = max(acc["kl_max"], mt["kl_max"])
-
-        # ---- all-reduce gradients (sum: the loss is already normalised over all ranks)
-        if world > 1:
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat)
-            for p, g in zip(params, flat.split([p.numel() for p in params])):
-                p.grad = g.view_as(p).clone()
-        stats = torch.tensor([rewards.sum(), no_answer.sum(), float(len(rewards)), zero_std.sum(),
-                              float(len(zero_std)), mask.sum().item(), float(trunc.sum()), acc["loss"],
-                              acc["tok"], acc["clip"], acc["entropy"], acc["kl"]], dtype=torch.float64)
-        kl_max = torch.tensor([acc["kl_max"]], dtype=torch.float64)
-        if world > 1:
-            dist.all_reduce(stats)
-            dist.all_reduce(kl_max, op=dist.ReduceOp.MAX)
-        (r_sum, na_sum, n, zs, n_groups, n_tok, n_trunc, loss_sum, tok_used, clip_sum, ent_sum,
-         kl_sum) = stats.tolist()
-        if any(p.grad is not None for p in params):
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, args.grad_clip))
-        else:
-            grad_norm = 0.0
-        if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+        try:
+            line = train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step, rank, world, autocast)
+        except FloatingPointError as e:
             bar.close()
-            msg = (f"stopping: non-finite loss/gradient at step {step + 1} (loss {loss_sum}, grad norm "
-                   f"{grad_norm}); the last good checkpoint is "
-                   f"{latest_checkpoint(args.out) if os.path.exists(os.path.join(args.out, 'latest')) else 'none'}"
-                   f"; lower --lr or raise --grad-clip")
+            last = latest_checkpoint(args.out) if os.path.exists(os.path.join(args.out, "latest")) else "none"
+            msg = f"stopping: {e}; the last good checkpoint is {last}; lower --lr or raise --grad-clip"
             log(msg)
             if world > 1:
                 dist.destroy_process_group()
-            raise SystemExit(msg)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        train_s = time.time() - t1
-
-        line = {"step": step + 1, "reward": r_sum / n, "no_answer": na_sum / n,
-                "kl": kl_sum / tok_used if tok_used and need_ref else None,
-                "kl_max": kl_max.item() if tok_used and need_ref else None,
-                "entropy": ent_sum / tok_used if tok_used else None, "response_len": n_tok / n,
-                "truncated": n_trunc / n, "frac_zero_std": zs / n_groups, "grad_norm": grad_norm,
-                "clip_frac": clip_sum / tok_used if tok_used else 0.0, "loss": loss_sum,
-                "lr": args.lr, "gen_s": round(gen_s, 3), "train_s": round(train_s, 3),
-                "cpu_s": round(time.process_time() - c0, 3),
-                "tokens_per_s": round(n_tok / max(gen_s + train_s, 1e-9), 1)}
+            raise SystemExit(msg) from None
         write(line)
         bar.set_postfix(reward=f"{line['reward']:.3f}", zero_std=f"{line['frac_zero_std']:.2f}",
                         len=f"{line['response_len']:.1f}")
-
         done = step + 1
         if evals and (done % args.eval_every == 0 or done == args.steps):
             after = eval_line(done)
@@ -536,7 +706,7 @@ def main(argv=None):
                 rngs = [rng_state()]
             if master:
                 save_checkpoint(args, model, opt, {"step": done, "cursor": done * args.prompts_per_step,
-                                                   "before": before, "args": vars(args)}, rngs)
+                                                   "before": before, "world": world, "args": vars(args)}, rngs)
             if world > 1:
                 dist.barrier()
     bar.close()
