@@ -1,9 +1,12 @@
 """
-Benchmark geora.py against PEFT on a model with Qwen2.5-1.5B's layer shapes (random weights, built from a config).
+Benchmarks: geora.py against PEFT on real layer shapes, the chunked LM head, and a real-shape GRPO rehearsal.
 
-    python bench.py                       # init time, step time, peak step memory; prints ratios
+    python bench.py                       # init time, step time, peak step memory vs PEFT; prints ratios
     python bench.py --layers 1 --parts init
+    python bench.py --parts head          # peak memory of one scoring micro-batch: chunked head vs whole logits
     python bench.py --device cuda --dtype bfloat16   # on a GPU
+    python bench.py --rehearsal           # train.py's real loop, 2 GRPO steps at Qwen2.5-1.5B's exact shapes
+    python bench.py --rehearsal --config qwen2.5-7b --device cuda
 
 What is measured, side by side in one run (machines are noisy: read the ratios, not the seconds):
   init  seconds to adapt every q,k,v,o,gate,up,down projection: GeoRA svd=full and svd=lowrank (niter 4) vs PEFT
@@ -14,8 +17,23 @@ What is measured, side by side in one run (machines are noisy: read the ratios, 
         subprocess: on CPU the kernel's peak RSS is reset just before the step (/proc/self/clear_refs) and read after;
         on CUDA torch.cuda.max_memory_allocated. glibc's mmap threshold is pinned in the subprocess so that memory freed
         by the initialisation goes back to the kernel and cannot hide the step's own allocations.
-Deliberate simplifications: the vocabulary is cut to --vocab (8192) so the embedding does not dwarf the layers
-(adapter cost is per layer); --layers (2) layers instead of 28, so per-layer costs are what the numbers show.
+  head  peak extra memory of grpo.token_logprobs forward + backward on one micro-batch (--batch x --seq completion
+        tokens) with Qwen2.5's 151,936-token vocabulary: the LM head applied chunk by chunk inside checkpoints (what
+        grpo.py does) against the whole (tokens, V) logits materialised first (what it did before), fresh processes.
+Deliberate simplifications: the vocabulary is cut to --vocab (8192) for init/step/mem so the embedding does not dwarf
+the layers (adapter cost is per layer); --layers (2) layers instead of 28, so per-layer costs are what the numbers show.
+
+--rehearsal: a model with the exact configuration of --config (memory.CONFIGS: Qwen2.5-1.5B by default: 28 layers,
+hidden 1536, MLP 8960, 12/2 heads, vocab 151,936, tied embeddings), random weights, saved once to
+out/rehearsal/<config>/ with a byte-level BPE tokenizer trained on the GSM8K questions and answers (so prompts have
+realistic lengths) and Qwen's ChatML template. Then `python train.py` itself, in a fresh process per method, on the
+local GSM8K copy for 2 GRPO steps: on CPU 2 prompts x 4 rollouts, 128 new tokens, fp32; on CUDA 8 x 8, 1,024 new
+tokens, bf16. A random model never says EOS, so every completion runs to the token limit (the worst case the estimate
+plans for) and no reward is ever earned: --beta 0.001 (the paper's KL coefficient) keeps every completion in the
+backward pass. GeoRA uses svd=lowrank (the full SVD of 196 matrices takes minutes on a CPU: bench.py --parts init
+times both). Results: out/rehearsal.json (and out/rehearsal-<config>-<device>.json) with, per method, init_s,
+est_mem_gb (memory.estimate, what train.py prints), peak_mem_gb (the largest step peak: RSS on CPU, max allocated on
+CUDA), gen_s, gen_tokens_per_s, train_s (means over the 2 steps), plus device and config.
 Test-only dependency: peft (never imported by the core files).
 """
 
@@ -23,73 +41,85 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import geora
+import memory
 
-p = argparse.ArgumentParser(description=__doc__.split("\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-p.add_argument("--layers", type=int, default=2)
-p.add_argument("--vocab", type=int, default=8192)
-p.add_argument("--rank", type=int, default=16)
-p.add_argument("--batch", type=int, default=2)
-p.add_argument("--seq", type=int, default=128)
-p.add_argument("--steps", type=int, default=3, help="timed rounds of the step benchmark")
-p.add_argument("--repeats", type=int, default=3, help="rounds of the fast (lowrank) init timings; min kept")
-p.add_argument("--parts", default="init,step,mem")
-p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one memory measurement
-args = p.parse_args()
-dtype = getattr(torch, args.dtype)
+HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = ("geora", "peft-lora", "full")
 
 
-def build():
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--steps", type=int, default=3, help="timed rounds of the step benchmark")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the fast (lowrank) init timings; min kept")
+    p.add_argument("--parts", default="init,step,mem")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--rehearsal", action="store_true", help="2 GRPO steps of train.py at a real model's shapes")
+    p.add_argument("--config", default="qwen2.5-1.5b", choices=sorted(memory.CONFIGS))
+    p.add_argument("--methods", default="geora,lora", help="rehearsal methods")
+    p.add_argument("--data-dir", default=os.path.join(HERE, "..", "shared", "data"), help="holds gsm8k/train.jsonl")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one memory measurement
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- layers vs PEFT
+
+def build(args, vocab=None, layers=None):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=args.vocab, hidden_size=1536, intermediate_size=8960, num_hidden_layers=args.layers,
-                      num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=4096,
-                      tie_word_embeddings=True)
-    return Qwen2ForCausalLM(cfg).to(device=args.device, dtype=dtype)
+    cfg = Qwen2Config(vocab_size=vocab or args.vocab, hidden_size=1536, intermediate_size=8960,
+                      num_hidden_layers=layers or args.layers, num_attention_heads=12, num_key_value_heads=2,
+                      max_position_embeddings=4096, tie_word_embeddings=True)
+    return Qwen2ForCausalLM(cfg).to(device=args.device, dtype=getattr(torch, args.dtype))
 
 
-def sync():
+def sync(args):
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
 
 
-def peft_adapt(model, init):
+def peft_adapt(args, model, init):
     import peft
     cfg = peft.LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=list(geora.TARGETS), lora_dropout=0.0,
                           init_lora_weights=init)
     return peft.get_peft_model(model, cfg)
 
 
-def adapt(model, method):
+def adapt(args, model, method):
     if method == "geora":
         geora.apply_geora(model, rank=args.rank, svd="lowrank")
     elif method == "peft-lora":
-        model = peft_adapt(model, True)
+        model = peft_adapt(args, model, True)
     return model
 
 
-def make_step(model):
+def make_step(args, model):
     batch = torch.randint(0, args.vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
     batch = batch.to(args.device)
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+    bf16 = args.dtype == "bfloat16"
 
     def step():
-        with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
             loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        sync()
+        sync(args)
     return step
 
 
@@ -98,80 +128,218 @@ def rss_kib(field):
         return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
-if args.worker:  # one method, fresh process: peak extra memory of two training steps
-    model = adapt(build(), args.worker)
-    step = make_step(model)
+def measure_peak(args, fn):
+    """Peak extra bytes of fn(): CUDA max allocated, or the CPU's peak RSS after a reset."""
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        step(), step()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        base = rss_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak RSS to the current RSS
-        step(), step()
-        peak = (rss_kib("VmHWM") - base) * 1024
-    print(json.dumps(dict(method=args.worker, peak_bytes=peak)))
-    sys.exit(0)
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    base = rss_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS to the current RSS
+    fn()
+    return (rss_kib("VmHWM") - base) * 1024
 
-print(f"bench: {args.layers} layers of Qwen2.5-1.5B shape (hidden 1536, intermediate 8960), vocab {args.vocab}, "
-      f"rank {args.rank}, {args.device} {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-parts = args.parts.split(",")
-base = build()
 
-if "init" in parts:
-    runs = [  # the two fast ones alternate --repeats times (min kept); the full SVDs run once
-        ("peft pissa_niter_4", args.repeats, lambda m: peft_adapt(m, "pissa_niter_4")),
-        ("geora lowrank", args.repeats, lambda m: geora.apply_geora(m, rank=args.rank, svd="lowrank")),
-        ("peft pissa (full SVD)", 1, lambda m: peft_adapt(m, "pissa")),
-        ("geora full", 1, lambda m: geora.apply_geora(m, rank=args.rank, svd="full")),
-    ]
-    init = {name: float("inf") for name, _, _ in runs}
-    for rep in range(args.repeats):
-        for name, n, fn in runs:
-            if rep >= n:
-                continue
-            model = copy.deepcopy(base)
-            sync()
-            t0 = time.perf_counter()
-            fn(model)
-            sync()
-            init[name] = min(init[name], time.perf_counter() - t0)
-            del model
-    print("\n| init (all 7 projections per layer) | seconds | per layer | vs PEFT pissa_niter_4 |\n|---|---|---|---|")
-    for name, sec in init.items():
-        print(f"| {name} | {sec:.2f} | {sec / args.layers:.2f} | {sec / init['peft pissa_niter_4']:.2f}x |")
+def worker(args):
+    """One measurement in a fresh process: a training step of one method, or one scoring pass of the head."""
+    kind, _, what = args.worker.partition(":")
+    if kind == "step":
+        step = make_step(args, adapt(args, build(args), what))
+        peak = measure_peak(args, lambda: (step(), step()))
+    else:  # head: token_logprobs forward + backward on one micro-batch, 151,936-token vocabulary
+        import grpo
+        model = build(args, vocab=151936, layers=args.layers)
+        geora.apply_geora(model, rank=args.rank, svd="lowrank")
+        ids = torch.randint(0, 151936, (args.batch, args.seq + 16), generator=torch.Generator().manual_seed(0))
+        ids, attn = ids.to(args.device), torch.ones_like(ids).to(args.device)
+        fn = grpo.token_logprobs if what == "chunked" else _logprobs_whole_logits
 
-if "step" in parts:
-    models = {m: adapt(copy.deepcopy(base), m) for m in METHODS}
-    steps = {m: make_step(models[m]) for m in METHODS}
-    times = {m: [] for m in METHODS}
-    for m in METHODS:
-        steps[m]()  # warm-up (allocates the optimizer state)
-    for _ in range(args.steps):
+        def run():
+            with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
+                logp, _ = fn(model, ids, attn, args.seq)
+            logp.sum().backward()
+        peak = measure_peak(args, run)
+    print(json.dumps(dict(worker=args.worker, peak_bytes=peak)))
+
+
+def _logprobs_whole_logits(model, input_ids, attention_mask, L, temperature=1.0):
+    """The baseline: grpo.token_logprobs before the chunked head. The model returns (B, L+1, V) logits, then the fp32
+    log-softmax runs in checkpointed chunks; the whole logits tensor and its gradient exist at once."""
+    from torch.utils.checkpoint import checkpoint
+    B, T = input_ids.shape
+    pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, logits_to_keep=L + 1,
+                   use_cache=False).logits[:, :-1].reshape(B * L, -1)
+    targets = input_ids[:, T - L:].reshape(B * L)
+
+    def chunk(lg, tg):
+        z = lg.float() / temperature
+        return z.gather(-1, tg[:, None]).squeeze(-1) - torch.logsumexp(z, -1)
+    out = [checkpoint(chunk, logits[i:i + 4096], targets[i:i + 4096], use_reentrant=False)
+           for i in range(0, B * L, 4096)]
+    return torch.cat(out).view(B, L), None
+
+
+def run_worker(args, spec):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", spec] + [a for a in sys.argv[1:]]
+    # a fixed mmap threshold makes glibc return every large freed block at once, so RSS tracks live tensors
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, cwd=HERE)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
+def bench_layers(args):
+    print(f"bench: {args.layers} layers of Qwen2.5-1.5B shape (hidden 1536, intermediate 8960), vocab {args.vocab}, "
+          f"rank {args.rank}, {args.device} {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    parts = args.parts.split(",")
+    if "init" in parts or "step" in parts:
+        base = build(args)
+    if "init" in parts:
+        runs = [  # the two fast ones alternate --repeats times (min kept); the full SVDs run once
+            ("peft pissa_niter_4", args.repeats, lambda m: peft_adapt(args, m, "pissa_niter_4")),
+            ("geora lowrank", args.repeats, lambda m: geora.apply_geora(m, rank=args.rank, svd="lowrank")),
+            ("peft pissa (full SVD)", 1, lambda m: peft_adapt(args, m, "pissa")),
+            ("geora full", 1, lambda m: geora.apply_geora(m, rank=args.rank, svd="full")),
+        ]
+        init = {name: float("inf") for name, _, _ in runs}
+        for rep in range(args.repeats):
+            for name, n, fn in runs:
+                if rep >= n:
+                    continue
+                model = copy.deepcopy(base)
+                sync(args)
+                t0 = time.perf_counter()
+                fn(model)
+                sync(args)
+                init[name] = min(init[name], time.perf_counter() - t0)
+                del model
+        print("\n| init (all 7 projections per layer) | seconds | per layer | vs PEFT pissa_niter_4 |\n|---|---|---|---|")
+        for name, sec in init.items():
+            print(f"| {name} | {sec:.2f} | {sec / args.layers:.2f} | {sec / init['peft pissa_niter_4']:.2f}x |")
+    if "step" in parts:
+        models = {m: adapt(args, copy.deepcopy(base), m) for m in METHODS}
+        steps = {m: make_step(args, models[m]) for m in METHODS}
+        times = {m: [] for m in METHODS}
         for m in METHODS:
-            t0 = time.perf_counter()
-            steps[m]()
-            times[m].append(time.perf_counter() - t0)
-    med = {m: statistics.median(t) for m, t in times.items()}
-    trainable = {m: sum(q.numel() for q in models[m].parameters() if q.requires_grad) for m in METHODS}
-    print(f"\n| training step (batch {args.batch} x {args.seq}) | trainable params | median s/step | vs PEFT LoRA |"
-          "\n|---|---|---|---|")
-    for m in METHODS:
-        print(f"| {m} | {trainable[m]:,} | {med[m]:.3f} | {med[m] / med['peft-lora']:.3f}x |")
-    del models, steps
+            steps[m]()  # warm-up (allocates the optimizer state)
+        for _ in range(args.steps):
+            for m in METHODS:
+                t0 = time.perf_counter()
+                steps[m]()
+                times[m].append(time.perf_counter() - t0)
+        med = {m: statistics.median(t) for m, t in times.items()}
+        trainable = {m: sum(q.numel() for q in models[m].parameters() if q.requires_grad) for m in METHODS}
+        print(f"\n| training step (batch {args.batch} x {args.seq}) | trainable params | median s/step | vs PEFT LoRA |"
+              "\n|---|---|---|---|")
+        for m in METHODS:
+            print(f"| {m} | {trainable[m]:,} | {med[m]:.3f} | {med[m] / med['peft-lora']:.3f}x |")
+        del models, steps
+    if "mem" in parts:
+        peak = {m: run_worker(args, f"step:{m}") for m in METHODS}
+        print("\n| peak extra memory of a training step | MiB | vs PEFT LoRA |\n|---|---|---|")
+        for m in METHODS:
+            print(f"| {m} | {peak[m] / 2**20:.0f} | {peak[m] / peak['peft-lora']:.3f}x |")
+    if "head" in parts:
+        peak = {k: run_worker(args, f"head:{k}") for k in ("whole", "chunked")}
+        print(f"\n| scoring pass, {args.batch} x {args.seq} completion tokens, vocab 151,936, {args.layers} layers "
+              f"| peak extra MiB | vs whole logits |\n|---|---|---|")
+        for k, name in (("whole", "whole (tokens, V) logits, then chunked softmax"),
+                        ("chunked", "LM head inside checkpointed chunks (grpo.py)")):
+            print(f"| {name} | {peak[k] / 2**20:.0f} | {peak[k] / peak['whole']:.3f}x |")
 
-if "mem" in parts:
-    peak = {}
-    for m in METHODS:
-        cmd = [sys.executable, __file__, "--worker", m] + [a for a in sys.argv[1:]]
-        # a fixed mmap threshold makes glibc return every large freed block at once, so RSS tracks live tensors
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
-        peak[m] = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
-    print(f"\n| peak extra memory of a training step | MiB | vs PEFT LoRA |\n|---|---|---|")
-    for m in METHODS:
-        print(f"| {m} | {peak[m] / 2**20:.0f} | {peak[m] / peak['peft-lora']:.3f}x |")
+
+# ----------------------------------------------------------------------------- rehearsal
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def rehearsal_model(args):
+    """out/rehearsal/<config>/: random weights with the config's exact shapes (bf16) and a GSM8K-trained tokenizer."""
+    out = os.path.join(HERE, "out", "rehearsal", args.config)
+    if os.path.exists(os.path.join(out, "ready")):
+        return out
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from data import read_jsonl
+    rows = read_jsonl(os.path.join(args.data_dir, "gsm8k", "train.jsonl"))
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tk.train_from_iterator((r["question"] + "\n" + r["answer"] for r in rows), trainers.BpeTrainer(
+        vocab_size=8192, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  padding_side="left")
+    tok.chat_template = CHATML
+    spec = dict(memory.CONFIGS[args.config])
+    cfg = AutoConfig.for_model(spec.pop("model_type"), **spec, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    device = args.device if args.device.startswith("cuda") else "cpu"
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)   # random init, in bf16 like a checkpoint
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    tmp = out + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    open(os.path.join(tmp, "ready"), "w").close()
+    shutil.rmtree(out, ignore_errors=True)   # an interrupted earlier build
+    os.replace(tmp, out)
+    del model
+    return out
+
+
+def rehearse(args):
+    cuda = args.device.startswith("cuda")
+    t0 = time.time()
+    path = rehearsal_model(args)
+    print(f"rehearsal model {args.config} ready in {path} ({time.time() - t0:.0f} s)", flush=True)
+    prompts, group, new = (8, 8, 1024) if cuda else (2, 4, 128)
+    res = {"device": torch.cuda.get_device_name() if cuda else f"cpu ({os.cpu_count()} cores)",
+           "config": dict(name=args.config, **memory.CONFIGS[args.config], prompts=prompts, group=group,
+                          new_tokens=new, dtype="bf16" if cuda else "fp32")}
+    for method in args.methods.split(","):
+        out = os.path.join(HERE, "out", "rehearsal", f"run-{args.config}-{method}")
+        cmd = [sys.executable, os.path.join(HERE, "train.py"), "--model", path, "--method", method, "--dataset", "gsm8k",
+               "--data-dir", args.data_dir, "--steps", "2", "--prompts-per-step", str(prompts), "--group-size", str(group),
+               "--max-new-tokens", str(new), "--beta", "0.001", "--svd", "lowrank", "--eval-size", "0",
+               "--out", out, "--device", args.device]
+        t1 = time.time()
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+        if p.returncode:
+            raise SystemExit(f"rehearsal {method} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            lines = [json.loads(l) for l in f]
+        setup = next(l for l in lines if l.get("setup"))
+        steps = [l for l in lines if "reward" in l]
+        mean = lambda k: sum(l[k] for l in steps) / len(steps)
+        res[method] = dict(init_s=setup["init_s"], est_mem_gb=setup["est_mem_gb"],
+                           peak_mem_gb=max(l.get("mem_gb", 0.0) for l in steps), gen_s=mean("gen_s"),
+                           gen_tokens_per_s=mean("gen_tokens_per_s"), train_s=mean("train_s"),
+                           rollout_batch=setup["rollout_batch"], response_len=mean("response_len"),
+                           trainable=setup["trainable"], wall_s=round(time.time() - t1, 1))
+        r = res[method]
+        print(f"{method}: init {r['init_s']:.1f} s, memory est {r['est_mem_gb']:.2f} GB vs peak {r['peak_mem_gb']:.2f} GB "
+              f"({r['est_mem_gb'] / max(r['peak_mem_gb'], 1e-9):.2f}x), generate {r['gen_s']:.1f} s "
+              f"({r['gen_tokens_per_s']:.0f} tok/s), train {r['train_s']:.1f} s, process {r['wall_s']:.0f} s", flush=True)
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    for name in ("rehearsal.json", f"rehearsal-{args.config}-{'cuda' if cuda else 'cpu'}.json"):
+        with open(os.path.join(HERE, "out", name), "w") as f:
+            json.dump(res, f, indent=1)
+    return res
+
+
+if __name__ == "__main__":
+    a = parse()
+    if a.worker:
+        worker(a)
+    elif a.rehearsal:
+        rehearse(a)
+    else:
+        bench_layers(a)

@@ -158,20 +158,29 @@ class GeoRALinear(nn.Module):
         self.disabled = False
         r, out = A0.shape[0], base.out_features
         assert A0.shape == (r, base.in_features) and (B0 is None or B0.shape == (out, r))
-        self.A = nn.Parameter((A0 if A is None else A).detach().float().clone())  # (r, in)
+        dense = dict(memory_format=torch.contiguous_format)  # SVD factors come out transposed; FSDP needs dense
+        self.A = nn.Parameter((A0 if A is None else A).detach().float().clone(**dense))  # (r, in)
         if B0 is None:  # plain LoRA: B starts at zero, nothing frozen to subtract
             self.B = nn.Parameter(torch.zeros(out, r, device=A0.device) if B is None else B.detach().float().clone())
             self.A0 = self.B0 = None
         else:
-            self.B = nn.Parameter((B0 if B is None else B).detach().float().clone())  # (out, r)
-            self.register_buffer("A0", A0.detach().float().clone())
-            self.register_buffer("B0", B0.detach().float().clone())
+            self.B = nn.Parameter((B0 if B is None else B).detach().float().clone(**dense))  # (out, r)
+            self.register_buffer("A0", A0.detach().float().clone(**dense))
+            self.register_buffer("B0", B0.detach().float().clone(**dense))
 
     def factors(self):
-        """(P (out x 2r), Q (2r x in)) with dW = B A - B0 A0 = P Q, written so that no term cancels."""
+        """(P (out x 2r), Q (2r x in)) with dW = B A - B0 A0 = P Q, written so that no term cancels.
+        Without autograd (sampling) they are built once per value of A and B and reused: decoding calls
+        every layer once per token, and the four small kernels that build them would run each time."""
         if self.A0 is None:
             return self.B, self.A
-        return torch.cat([self.B - self.B0, self.B0], 1), torch.cat([self.A, self.A - self.A0], 0)
+        build = lambda: (torch.cat([self.B - self.B0, self.B0], 1), torch.cat([self.A, self.A - self.A0], 0))
+        if torch.is_grad_enabled():
+            return build()
+        key = (self.A._version, self.B._version, self.A.data_ptr(), self.B.data_ptr())  # any update changes it
+        if getattr(self, "_pq_key", None) != key:
+            self._pq, self._pq_key = build(), key
+        return self._pq
 
     def forward(self, x):
         y = self.base(x)

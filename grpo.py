@@ -360,14 +360,19 @@ def generate(model, tokenizer, prompts, n=1, temperature=1.0, max_new_tokens=64,
             "n_completion": L, "mask": mask, "truncated": truncated, "logprobs": logprobs, "texts": texts}
 
 
-def evaluate(model, tokenizer, prompts, golds, grade, batch_size=256, max_new_tokens=64):
+def evaluate(model, tokenizer, prompts, golds, grade, batch_size=256, max_new_tokens=64, count=None,
+             synced_gpus=False):
     """Greedy accuracy: fraction of prompts whose completion grade(text, gold) rewards 1.
-    A truncated completion counts as no answer. Returns (accuracy, list of completion texts)."""
+    A truncated completion counts as no answer. count: only the first `count` prompts are scored
+    (the rest pad the batches of a sharded model, whose generate calls every process must join).
+    Returns (accuracy, list of completion texts)."""
+    count = len(prompts) if count is None else count
     correct, texts = 0, []
     for i in range(0, len(prompts), batch_size):
         r = generate(model, tokenizer, prompts[i:i + batch_size], greedy=True,
-                     max_new_tokens=max_new_tokens)
+                     max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)
         for text, gold, trunc in zip(r["texts"], golds[i:i + batch_size], r["truncated"].tolist()):
-            correct += (not trunc) and grade(text, gold).reward == 1.0
+            if len(texts) < count:
+                correct += (not trunc) and grade(text, gold).reward == 1.0
             texts.append(text)
-    return correct / max(1, len(prompts)), texts
+    return correct / max(1, count), texts[:count]

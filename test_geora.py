@@ -190,6 +190,27 @@ def test_only_adapters_train():
     assert not torch.allclose(logits(model), before)
 
 
+def test_sampling_cache_of_the_factors_follows_every_update():
+    """Without autograd a layer reuses its P, Q; any change of A or B (optimizer, in-place edit, load) must
+    show in the very next no-grad forward, equal to a fresh computation bit for bit."""
+    model = tiny_qwen()
+    geora.apply_geora(model, rank=4)
+    fresh = lambda: [torch.cat([m.B - m.B0, m.B0], 1) for _, m in geora.adapted(model)]
+    with torch.no_grad():
+        first = logits(model)
+        assert torch.equal(logits(model), first)
+    train_steps(model, 1)                                               # AdamW updates A, B in place
+    with torch.no_grad():
+        after = logits(model)
+        assert not torch.equal(after, first)
+        assert all(torch.equal(m.factors()[0], f) for (_, m), f in zip(geora.adapted(model), fresh()))
+        for _, m in geora.adapted(model):
+            m.B.mul_(1.5)
+        assert all(torch.equal(m.factors()[0], f) for (_, m), f in zip(geora.adapted(model), fresh()))
+    with torch.enable_grad():
+        assert torch.equal(logits(model), logits(model))
+
+
 def test_forward_equals_papers_residual_form_after_training():
     model = tiny_qwen()
     geora.apply_geora(model, rank=4, alpha=8)

@@ -102,6 +102,7 @@ from tqdm import tqdm
 
 import geora
 import grpo
+import memory
 from data import format_prompt, load_rows, load_tokenizer
 from reward import grade
 
@@ -168,7 +169,7 @@ def parse_args(argv=None):
                                                       "rank's completions of the step)")
     a("--grad-clip", type=float, default=1.0)
     a("--eval-every", type=int, default=None)
-    a("--eval-size", type=int, default=None)
+    a("--eval-size", type=int, default=None, help="held-out prompts per evaluation (0: no evaluation)")
     a("--save-every", type=int, default=None)
     a("--out", default=None, help="output dir (default out/tiny-METHOD, or out/run-METHOD with --model)")
     a("--resume", action="store_true", help="continue from OUT/latest")
@@ -177,6 +178,7 @@ def parse_args(argv=None):
     a("--dtype", default="auto", choices=("auto", "bf16", "fp32"))
     a("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
       help="recompute activations in backward (default: on with --model, off in the tiny world)")
+    a("--fsdp", action="store_true", help="shard the model over the torchrun processes (FSDP2)")
     a("--merge", action="store_true", help="also save the merged model to OUT/merged")
     a("--wandb", default=None, metavar="PROJECT", help="log to Weights & Biases (optional)")
     args = ap.parse_args(argv)
@@ -211,15 +213,14 @@ def check_args(args):
         raise ValueError(f"--init must be one of {geora.INITS}")
     if args.group_size < 2:
         raise ValueError("--group-size must be >= 2: GRPO compares completions of the same prompt")
-    for k in ("steps", "prompts_per_step", "max_new_tokens", "micro_batch", "eval_every", "eval_size",
-              "save_every", "rank"):
+    for k in ("steps", "prompts_per_step", "max_new_tokens", "micro_batch", "eval_every", "save_every", "rank"):
         if getattr(args, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be >= 1")
     for k in ("rollout_batch", "max_prompt_tokens"):
         if getattr(args, k) is not None and getattr(args, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be >= 1")
-    if args.holdout < 0 or args.weight_decay < 0 or args.beta < 0:
-        raise ValueError("--holdout, --weight-decay and --beta must be >= 0")
+    if args.holdout < 0 or args.weight_decay < 0 or args.beta < 0 or args.eval_size < 0:
+        raise ValueError("--holdout, --weight-decay, --beta and --eval-size must be >= 0")
     if not args.lr > 0 or args.temperature <= 0:
         raise ValueError("--lr and --temperature must be > 0")
 
@@ -232,12 +233,19 @@ def setup_distributed(args):
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = torch.device(args.device)
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
+    if device.type == "cuda" and (world > 1 or args.fsdp):
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    owned = False
+    if (world > 1 or args.fsdp) and not dist.is_initialized():  # a caller's group is reused, not torn down
+        if "MASTER_ADDR" not in os.environ:  # `python train.py --fsdp`: a group of one on this machine
+            import socket
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(sock.getsockname()[1]))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+        owned = True
+    return rank, world, device, owned
 
 
 def model_path(args, rank, world):
@@ -308,9 +316,11 @@ def load_data(args, tokenizer, context, quiet=False):
         if name is not None and not (args.holdout and not args.eval_dataset):
             with _quiet(quiet):
                 evals["eval"] = load_rows(name, split, data_dir=args.data_dir, limit=args.eval_size)
-        if "eval" not in evals:
+        if "eval" not in evals and args.eval_size:
             say("no held-out set for this dataset: pass --eval-dataset NAME|PATH.jsonl (or --holdout N) "
                 "to get eval_acc")
+    if args.eval_size == 0:
+        evals = {}
     train, dropped = _fitting(train, tokenizer, args.max_prompt_tokens)
     say(f"data: {args.dataset}: {len(train)} training prompts" + (f" ({args.holdout} held out)" if args.holdout else "")
         + f", {dropped} dropped as longer than --max-prompt-tokens {args.max_prompt_tokens}")
@@ -357,13 +367,14 @@ def _permutation(n_rows, seed, epoch):
 
 def build_policy(args, model, ckpt, device, log):
     """Adapters (or all weights) trainable, everything else frozen; a frozen reference copy for full
-    fine-tuning when one is needed. Returns the reference model (None: adapters_disabled serves)."""
+    fine-tuning when one is needed. Returns (reference model or None: adapters_disabled serves, init s)."""
+    t0 = time.time()
     ref_model = None
     if args.method == "full":
         if args.beta > 0 or args.log_kl:  # the initial policy, copied before a resume loads weights
             import copy
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        if ckpt:
+        if ckpt and not args.fsdp:        # (a sharded run loads its checkpoint after sharding)
             from safetensors.torch import load_file
             model.load_state_dict(load_file(os.path.join(ckpt, "model.safetensors"), device=str(device)),
                                   strict=False)
@@ -377,9 +388,10 @@ def build_policy(args, model, ckpt, device, log):
         log(f"{args.init} adapters: {rep['modules']} modules, {rep['trainable']:,} trainable parameters, "
             f"{rep['seconds']:.1f} s init")
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    return ref_model
+    return ref_model, time.time() - t0
 
 
 def decay_adapters(model, factor):
@@ -389,6 +401,63 @@ def decay_adapters(model, factor):
         for _, m in geora.adapted(model):
             m.A.sub_(factor * (m.A - m.A0) if m.A0 is not None else factor * m.A)
             m.B.sub_(factor * (m.B - m.B0) if m.B0 is not None else factor * m.B)
+
+
+# ----------------------------------------------------------------------------- sharding (FSDP2)
+# --fsdp: every decoder layer, then the root, is a fully_shard unit. Full fine-tuning: fp32 master
+# shards, bf16 compute on CUDA (MixedPrecisionPolicy), gradients reduce-scattered; the loss is scaled
+# by the world size because FSDP averages over processes and our loss is already normalised over all
+# of them (a sum is wanted). Adapter methods: the frozen base (bf16 on CUDA) is sharded with no
+# mixed-precision policy, and A, B are ignored_params: plain fp32 tensors replicated on every process,
+# never cast, all-reduced by us as without --fsdp; A0, B0 are buffers, which FSDP leaves alone. So
+# geora.py's fp32 adapter branch and adapters_disabled (exactly W) are untouched by sharding.
+# Rollouts: when the whole bf16 model fits beside the KV cache (memory.estimate decides) every unit
+# keeps its parameters gathered after its first forward (set_reshard_after_forward(False)), so
+# decoding pays no all-gather per token and ranks may stop at different lengths; otherwise units
+# reshard after each forward and generate runs with synced_gpus (ranks step together to the end).
+# reshard() before every optimizer step and after every rollout: a unit left gathered would compute
+# with its pre-step weights.
+
+def fsdp_modules(model):
+    from torch.distributed.fsdp import FSDPModule
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+def shard(model, args, device):
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    adapters = {p for p in model.parameters() if p.requires_grad} if args.method != "full" else set()
+    mp = MixedPrecisionPolicy()
+    if args.method == "full" and device.type == "cuda" and args.dtype != "fp32":
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for layer in model.get_decoder().layers:
+        fully_shard(layer, mp_policy=mp, ignored_params=adapters & set(layer.parameters()) or None)
+    fully_shard(model, mp_policy=mp, ignored_params=adapters or None)
+    return model
+
+
+def reshard(model):
+    for m in fsdp_modules(model):
+        m.reshard()
+
+
+@contextlib.contextmanager
+def rollout_mode(model, rt):
+    """Around every generate call: FSDP units stay gathered (unsharded rollouts) or not; resharded after."""
+    mods = fsdp_modules(model) if rt.fsdp_generate == "unsharded" else []
+    for m in mods:
+        m.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for m in mods:
+            m.set_reshard_after_forward(m is not model, recurse=False)  # the root's default is False
+        reshard(model)
+
+
+def _dcp():
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    return dcp, get_state_dict, set_state_dict
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -406,32 +475,69 @@ def set_rng_state(s):
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def save_checkpoint(args, model, opt, state, rngs):
+def save_checkpoint(args, model, opt, state, rt):
     """OUT/ckpt-STEP written in a temp dir and renamed; then OUT/latest (renamed too) points at it;
-    then older checkpoints go. A crash at any point leaves the previous checkpoint loadable."""
+    then older checkpoints go. A crash at any point leaves the previous checkpoint loadable. Called by
+    every process: sharded full fine-tuning writes its shards with torch.distributed.checkpoint."""
+    rngs = [None] * rt.world
+    if rt.world > 1:
+        dist.all_gather_object(rngs, rng_state())
+    else:
+        rngs = [rng_state()]
     name = f"ckpt-{state['step']:06d}"
     tmp = os.path.join(args.out, f".tmp-{name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    if args.method == "full":
-        from safetensors.torch import save_file
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-                   if not k.endswith("lm_head.weight") or not model.config.tie_word_embeddings},
-                  os.path.join(tmp, "model.safetensors"))
+    if rt.master:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    sharded = args.fsdp and args.method == "full"
+    if sharded:
+        dist.barrier()
+        dcp, get_state_dict, _ = _dcp()
+        msd, osd = get_state_dict(model, opt)
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=os.path.join(tmp, "dcp"))
+    if rt.master:
+        if sharded:
+            pass
+        elif args.method == "full":
+            from safetensors.torch import save_file
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+                       if not k.endswith("lm_head.weight") or not model.config.tie_word_embeddings},
+                      os.path.join(tmp, "model.safetensors"))
+        else:
+            geora.save_adapter(model, os.path.join(tmp, "adapter"))
+        torch.save({"optimizer": None if sharded else opt.state_dict(), "rng": rngs}, os.path.join(tmp, "trainer.pt"))
+        with open(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump(state, f, indent=1)
+        final = os.path.join(args.out, name)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        with open(os.path.join(args.out, ".latest.tmp"), "w") as f:
+            f.write(name)
+        os.replace(os.path.join(args.out, ".latest.tmp"), os.path.join(args.out, "latest"))
+        for old in os.listdir(args.out):
+            if old.startswith("ckpt-") and old != name:
+                shutil.rmtree(os.path.join(args.out, old), ignore_errors=True)
+    if rt.world > 1:
+        dist.barrier()
+
+
+def load_trainer_state(args, model, opt, ckpt, rt, log):
+    """Optimizer (and, sharded, the weights) and RNG states of a checkpoint."""
+    trainer = torch.load(os.path.join(ckpt, "trainer.pt"), weights_only=False)
+    if trainer["optimizer"] is None:  # sharded full fine-tuning: weights and AdamW state in DCP shards
+        dcp, get_state_dict, set_state_dict = _dcp()
+        msd, osd = get_state_dict(model, opt)
+        state = {"model": msd, "optim": osd}
+        dcp.load(state, checkpoint_id=os.path.join(ckpt, "dcp"))
+        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
-        geora.save_adapter(model, os.path.join(tmp, "adapter"))
-    torch.save({"optimizer": opt.state_dict(), "rng": rngs}, os.path.join(tmp, "trainer.pt"))
-    with open(os.path.join(tmp, "state.json"), "w") as f:
-        json.dump(state, f, indent=1)
-    final = os.path.join(args.out, name)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    with open(os.path.join(args.out, ".latest.tmp"), "w") as f:
-        f.write(name)
-    os.replace(os.path.join(args.out, ".latest.tmp"), os.path.join(args.out, "latest"))
-    for old in os.listdir(args.out):
-        if old.startswith("ckpt-") and old != name:
-            shutil.rmtree(os.path.join(args.out, old), ignore_errors=True)
+        opt.load_state_dict(trainer["optimizer"])
+    saved = len(trainer["rng"])
+    if saved == rt.world:
+        set_rng_state(trainer["rng"][rt.rank])
+    else:
+        log(f"checkpoint written by {saved} processes, now {rt.world}: sampling is keyed, so the run "
+            f"continues the same; the other RNG streams start afresh")
 
 
 def latest_checkpoint(out):
@@ -455,22 +561,66 @@ def read_checkpoint_state(args):
         if state["args"].get(k, getattr(args, k)) != getattr(args, k):
             raise ValueError(f"--resume: --{k.replace('_', '-')} was {state['args'][k]!r} in the "
                              f"checkpoint, now {getattr(args, k)!r}; resume with the same settings")
+    if state["args"].get("fsdp", False) != args.fsdp and args.method == "full":
+        raise ValueError(f"--resume: this full fine-tuning checkpoint was written "
+                         f"{'with' if args.fsdp is False else 'without'} --fsdp; resume the same way")
     return ckpt, state
+
+
+def save_final(args, model, tokenizer, path, rt):
+    """The adapter, its PEFT export and, with --merge, a merged model (save_pretrained). Under FSDP the
+    merged adapter model is rebuilt on the CPU of rank 0 from the base and the saved adapter (exact: the
+    base is frozen), and full fine-tuning's weights are gathered there."""
+    if rt.master and args.method != "full":
+        geora.save_adapter(model, args.out)
+        geora.export_peft(model, os.path.join(args.out, "peft"))
+    if not args.merge:
+        return
+    merged_dir = os.path.join(args.out, "merged")
+    if not args.fsdp:
+        if rt.master:
+            merged = geora.merge(model) if args.method != "full" else model
+            merged.save_pretrained(merged_dir)
+            tokenizer.save_pretrained(merged_dir)
+        return
+    from transformers import AutoModelForCausalLM
+    if args.method == "full":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if rt.master:
+            with torch.device("meta"):
+                cpu_model = AutoModelForCausalLM.from_config(model.config)
+            cpu_model.load_state_dict(full, assign=True, strict=False)
+            cpu_model.tie_weights()
+            cpu_model.save_pretrained(merged_dir)
+    elif rt.master:
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=next(model.parameters()).dtype)
+        geora.merge(geora.load_adapter(base, args.out)).save_pretrained(merged_dir)
+    if rt.master:
+        tokenizer.save_pretrained(merged_dir)
+    if rt.world > 1:
+        dist.barrier()
 
 
 # ----------------------------------------------------------------------------- evaluation
 
-def evaluate(model, tokenizer, evals, args, rank, world):
-    """Greedy accuracy on each held-out set, prompts sharded over ranks. {name: accuracy}."""
+def evaluate(model, tokenizer, evals, args, rt):
+    """Greedy accuracy on each held-out set, prompts sharded over ranks. {name: accuracy}.
+    Under FSDP every rank pads its share to the same length: generate calls are collective there."""
     out = {}
     for name, rows in evals.items():
-        mine = rows[rank::world]
+        mine = rows[rt.rank::rt.world]
+        count = len(mine)
+        if args.fsdp:
+            mine = mine + [rows[0]] * (-(-len(rows) // rt.world) - len(mine))
         prompts = [format_prompt(tokenizer, r["question"]) for r in mine]
-        acc, _ = grpo.evaluate(model, tokenizer, prompts, [r["gold"] for r in mine], grade,
-                               max_new_tokens=args.max_new_tokens,
-                               batch_size=256 if args.dataset == "tiny" else min(32, args.rollout_batch or 32))
-        counts = torch.tensor([acc * len(mine), len(mine)], dtype=torch.float64)
-        if world > 1:
+        with rollout_mode(model, rt):
+            acc, _ = grpo.evaluate(model, tokenizer, prompts, [r["gold"] for r in mine], grade,
+                                   max_new_tokens=args.max_new_tokens, count=count,
+                                   batch_size=256 if args.dataset == "tiny" else min(32, args.rollout_batch),
+                                   synced_gpus=rt.synced_gpus)
+        counts = torch.tensor([acc * count, count], dtype=torch.float64)
+        if rt.world > 1:
             dist.all_reduce(counts)
         out[name] = float(counts[0] / counts[1])
     return out
@@ -478,18 +628,19 @@ def evaluate(model, tokenizer, evals, args, rank, world):
 
 # ----------------------------------------------------------------------------- one GRPO step
 
-def rollout(model, tokenizer, train_rows, args, step, rank, world, autocast):
+def rollout(model, tokenizer, train_rows, args, step, rt):
     """This rank's share of the step's prompts, G keyed samples each, graded. Returns a dict with
     the grpo.generate output plus rewards, no_answer, advantages (all (B,) on CPU)."""
     G = args.group_size
     idx = prompt_indices(step, len(train_rows), args.prompts_per_step, args.seed)
-    mine = list(range(rank, len(idx), world))                       # positions in the global step batch
+    mine = list(range(rt.rank, len(idx), rt.world))                 # positions in the global step batch
     rows = [train_rows[idx[j]] for j in mine]
     prompts = [format_prompt(tokenizer, r["question"]) for r in rows]
     keys = [grpo.sample_key(args.seed, step, j * G + g) for j in mine for g in range(G)]
-    with autocast:
+    with rt.autocast, rollout_mode(model, rt):
         roll = grpo.generate(model, tokenizer, prompts, n=G, temperature=args.temperature,
-                             max_new_tokens=args.max_new_tokens, keys=keys, batch_size=args.rollout_batch)
+                             max_new_tokens=args.max_new_tokens, keys=keys, batch_size=args.rollout_batch,
+                             synced_gpus=rt.synced_gpus)
     results = [grade(text, rows[i // G]["gold"]) for i, text in enumerate(roll["texts"])]
     trunc = roll["truncated"].cpu().tolist()
     roll["rewards"] = torch.tensor([0.0 if t else r.reward for r, t in zip(results, trunc)])
@@ -498,22 +649,29 @@ def rollout(model, tokenizer, train_rows, args, step, rank, world, autocast):
     return roll
 
 
-def accumulate_gradients(model, ref_model, roll, args, denom, autocast):
+def accumulate_gradients(model, ref_model, roll, args, denom, rt):
     """GRPO loss over micro-batches of this rank's completions; backward where there is signal.
 
     Rows with signal (advantage != 0, or every row when beta > 0) come first; a micro-batch that
-    holds none of them is scored without autograd, for the metrics only. Returns sums over this
-    rank: loss, scored tokens, clipped tokens, entropy, kl, kl_max, and the number of signal rows."""
+    holds none of them is scored without autograd, for the metrics only. Under FSDP every rank runs
+    as many backward passes as the busiest one (forward and backward are collective there). Returns
+    sums over this rank: loss, scored tokens, clipped tokens, entropy, kl, kl_max, signal rows."""
     adv, mask = roll["adv"], roll["mask"]
     signal = torch.ones_like(adv, dtype=torch.bool) if args.beta > 0 else adv != 0
     order = torch.cat([torch.nonzero(signal).flatten(), torch.nonzero(~signal).flatten()])
+    batches = [order[i:i + args.micro_batch] for i in range(0, len(order), args.micro_batch)]
+    n_grad = sum(bool(signal[b].any()) for b in batches)
+    if args.fsdp and rt.world > 1:
+        t = torch.tensor([n_grad], device=rt.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        n_grad = int(t)
+    loss_scale = rt.world if args.fsdp and args.method == "full" else 1   # FSDP averages; we want the sum
     need_ref = args.beta > 0 or args.method != "full" or args.log_kl
     acc = {"loss": 0.0, "tok": 0.0, "clip": 0.0, "entropy": 0.0, "kl": 0.0, "kl_max": 0.0,
            "signal": float(signal.sum())}
     ids_all, attn_all, L_all = roll["input_ids"], roll["attention_mask"], roll["n_completion"]
-    for i in range(0, len(order), args.micro_batch):
-        sel = order[i:i + args.micro_batch]
-        grad = bool(signal[sel].any())
+    for k, sel in enumerate(batches):
+        grad = k < n_grad
         sel = sel.to(ids_all.device)
         m = mask[sel]                                                            # (b, L)
         L = int(m.sum(1).max())                      # drop completion columns past every EOS
@@ -521,7 +679,9 @@ def accumulate_gradients(model, ref_model, roll, args, denom, autocast):
         attn = attn_all[sel][:, :ids.shape[1]]
         first = int(attn.any(0).nonzero()[0])        # drop left-padding columns shared by all rows
         ids, attn, m = ids[:, first:], attn[:, first:], m[:, :L]
-        with autocast, torch.set_grad_enabled(grad):
+        if args.fsdp and args.method == "full":      # reduce-scatter once, after the last backward
+            model.set_requires_gradient_sync(k == n_grad - 1)
+        with rt.autocast, torch.set_grad_enabled(grad):
             logp, ent = grpo.token_logprobs(model, ids, attn, L, args.temperature)
             ref = None
             if need_ref:
@@ -534,7 +694,7 @@ def accumulate_gradients(model, ref_model, roll, args, denom, autocast):
             loss, mt = grpo.grpo_loss(logp, logp.detach(), ref, adv[sel.cpu()].to(logp.device), m,
                                       args.clip_low, args.clip_high, args.beta, args.agg, denom)
         if grad:
-            loss.backward()
+            (loss * loss_scale).backward()
         acc["loss"] += loss.item()
         acc["tok"] += mt["tokens"]
         acc["clip"] += mt["clip_frac"] * mt["tokens"]
@@ -545,36 +705,40 @@ def accumulate_gradients(model, ref_model, roll, args, denom, autocast):
     return acc
 
 
-def train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step, rank, world, autocast):
+def train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step, rt):
     """Rollouts, loss, gradient, optimizer step: one GRPO step. Returns its metrics line."""
+    cuda = rt.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(rt.device)
+    else:
+        reset_peak_rss()
     t0, c0 = time.time(), time.process_time()
-    roll = rollout(model, tokenizer, train_rows, args, step, rank, world, autocast)
+    roll = rollout(model, tokenizer, train_rows, args, step, rt)
     gen_s = time.time() - t0
     rewards, mask, G = roll["rewards"], roll["mask"], args.group_size
     zero_std = (rewards.view(-1, G).std(1) == 0).float()
 
     # normalisers of the whole step (all ranks), so micro-batching changes nothing
     sums = torch.tensor([mask.sum().item(), float(len(rewards))], dtype=torch.float64)
-    if world > 1:
+    if rt.world > 1:
         dist.all_reduce(sums)
     denom = {"token-mean": sums[0].item(), "seq-mean": sums[1].item(),
              "dr-grpo": sums[1].item() * args.max_new_tokens}[args.agg]
 
     t1 = time.time()
-    acc = accumulate_gradients(model, ref_model, roll, args, denom, autocast)
+    acc = accumulate_gradients(model, ref_model, roll, args, denom, rt)
     stats = torch.tensor([rewards.sum(), roll["no_answer"].sum(), float(len(rewards)), zero_std.sum(),
                           float(len(zero_std)), mask.sum().item(), float(roll["truncated"].sum()), acc["loss"],
                           acc["tok"], acc["clip"], acc["entropy"], acc["kl"], acc["signal"]], dtype=torch.float64)
-    kl_max = torch.tensor([acc["kl_max"]], dtype=torch.float64)
-    if world > 1:
+    if rt.world > 1:
         dist.all_reduce(stats)
-        dist.all_reduce(kl_max, op=dist.ReduceOp.MAX)
     (r_sum, na_sum, n, zs, n_groups, n_tok, n_trunc, loss_sum, tok, clip_sum, ent_sum, kl_sum,
      signal) = stats.tolist()
 
     grad_norm = 0.0
     if signal > 0:  # no signal anywhere: no optimizer step (AdamW's moments would still move)
-        if world > 1:  # sum: the loss is already normalised over all ranks
+        if rt.world > 1 and not (args.fsdp and args.method == "full"):
+            # replicated tensors: sum the local gradients (the loss is already normalised over all ranks)
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
             flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat)
@@ -587,43 +751,102 @@ def train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step,
     if signal > 0:
         if args.weight_decay and args.method != "full":
             decay_adapters(model, args.lr * args.weight_decay)
+        reshard(model)
         opt.step()
     opt.zero_grad(set_to_none=True)
     train_s = time.time() - t1
+    peak = torch.tensor([acc["kl_max"], torch.cuda.max_memory_allocated(rt.device) / 1e9 if cuda else peak_rss_gb()],
+                        dtype=torch.float64)
+    if rt.world > 1:
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    kl_max, mem_gb = peak.tolist()
     need_ref = args.beta > 0 or args.method != "full" or args.log_kl
-    return {"step": step + 1, "reward": r_sum / n, "no_answer": na_sum / n,
-            "kl": kl_sum / tok if tok and need_ref else None,
-            "kl_max": kl_max.item() if tok and need_ref else None,
+    line = {"step": step + 1, "reward": r_sum / n, "no_answer": na_sum / n,
+            "kl": kl_sum / tok if tok and need_ref else None, "kl_max": kl_max if tok and need_ref else None,
             "entropy": ent_sum / tok if tok else None, "response_len": n_tok / n,
             "truncated": n_trunc / n, "frac_zero_std": zs / n_groups, "grad_norm": grad_norm,
             "clip_frac": clip_sum / tok if tok else 0.0, "loss": loss_sum, "lr": args.lr,
-            "gen_s": round(gen_s, 3), "train_s": round(train_s, 3),
-            "cpu_s": round(time.process_time() - c0, 3),
-            "tokens_per_s": round(n_tok / max(gen_s + train_s, 1e-9), 1)}
+            "gen_s": round(gen_s, 3), "train_s": round(train_s, 3), "cpu_s": round(time.process_time() - c0, 3),
+            "tokens_per_s": round(n_tok / max(gen_s + train_s, 1e-9), 1),
+            "gen_tokens_per_s": round(n_tok / max(gen_s, 1e-9), 1)}
+    if mem_gb:
+        line["mem_gb"] = round(mem_gb, 3)
+    return line
+
+
+def reset_peak_rss():
+    """Linux: make VmHWM (the peak resident set) restart from the current RSS, so a step's peak is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_gb():
+    """Linux: the process's peak resident set since the last reset_peak_rss, in GB (0.0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) * 1024 / 1e9
+    except (OSError, StopIteration):
+        return 0.0
 
 
 # ----------------------------------------------------------------------------- main
 
+def plan_memory(args, config, train_rows, tokenizer, rt, log):
+    """memory.estimate for this run, printed; a run that cannot fit stops here, before the model loads.
+    Fills --rollout-batch when it was not given."""
+    longest = max(len(t) for t in tokenizer([format_prompt(tokenizer, r["question"]) for r in train_rows],
+                                              add_special_tokens=False)["input_ids"])
+    est = memory.estimate(config, args.method, args.rank, device=str(rt.device), dtype=args.dtype,
+                          rollouts=args.prompts_per_step // rt.world * args.group_size,
+                          rollout_batch=args.rollout_batch, micro_batch=args.micro_batch, prompt_tokens=longest,
+                          new_tokens=args.max_new_tokens, gradient_checkpointing=args.gradient_checkpointing,
+                          ref_copy=args.method == "full" and (args.beta > 0 or args.log_kl), world=rt.world,
+                          fsdp=args.fsdp)
+    log(memory.describe(est))
+    if not est["fits"]:
+        raise ValueError(f"this run does not fit in memory ({est['total'] / 1e9:.1f} GB needed per process, "
+                         f"{est['budget'] / 1e9:.1f} GB available): {memory.ADVICE}")
+    if args.rollout_batch is None:
+        args.rollout_batch = est["rollout_batch"]
+    return est
+
+
 def main(argv=None):
     args = parse_args(argv)
-    rank, world, device = setup_distributed(args)
-    master = rank == 0
-    log = print if master else (lambda *a, **k: None)
+    rank, world, device, owned = setup_distributed(args)
+    rt = argparse.Namespace(rank=rank, world=world, device=device, master=rank == 0, fsdp_generate=None,
+                            synced_gpus=False)
+    log = print if rt.master else (lambda *a, **k: None)
     if args.prompts_per_step % world:
         raise ValueError(f"--prompts-per-step {args.prompts_per_step} must be divisible by the "
                          f"{world} processes")
     ckpt, state = read_checkpoint_state(args) if args.resume else (None, None)
     path = model_path(args, rank, world)
     tokenizer, config = load_tokenizer_and_config(path)
-    train_rows, evals = load_data(args, tokenizer, config.max_position_embeddings, quiet=not master)
+    train_rows, evals = load_data(args, tokenizer, config.max_position_embeddings, quiet=not rt.master)
+    est = plan_memory(args, config, train_rows, tokenizer, rt, log)       # before any work: may refuse
     log("train.py " + " ".join(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()))
     os.makedirs(args.out, exist_ok=True)
     if args.model is None and device.type == "cpu":
-        torch.set_num_threads(1)  # the tiny world: one thread is faster, and its numbers are the same anywhere
+        torch.set_num_threads(1)  # the tiny world: one thread is as fast, and its numbers are the same anywhere
+    rt.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and \
+        args.dtype != "fp32" else contextlib.nullcontext()
 
     torch.manual_seed(args.seed)
     model = load_model(path, args, device)
-    ref_model = build_policy(args, model, ckpt, device, log)
+    ref_model, init_s = build_policy(args, model, ckpt, device, log)
+    if args.fsdp:
+        if args.method != "full" and rt.master:
+            geora.geometry_report(model)   # caches W's top directions while W is whole (W is frozen)
+        shard(model, args, device)
+        if ref_model is not None:
+            shard(ref_model, args, device)
+        rt.fsdp_generate = est["fsdp_generate"]
+        rt.synced_gpus = rt.fsdp_generate == "sharded"
+        log(f"FSDP over {world} processes; rollouts {rt.fsdp_generate}")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay if args.method == "full" else 0.0)
     torch.manual_seed(args.seed * 1000 + rank)
@@ -631,24 +854,17 @@ def main(argv=None):
     np.random.seed(args.seed * 1000 + rank)
     start, before = 0, None
     if ckpt:
-        trainer = torch.load(os.path.join(ckpt, "trainer.pt"), weights_only=False)
-        opt.load_state_dict(trainer["optimizer"])
-        if len(trainer["rng"]) == world:
-            set_rng_state(trainer["rng"][rank])
+        load_trainer_state(args, model, opt, ckpt, rt, log)
         start, before = state["step"], state["before"]
-        log(f"resumed from {ckpt} at step {start}" + ("" if len(trainer["rng"]) == world else
-            f" (saved by {len(trainer['rng'])} processes, now {world}: sampling is keyed, so the run continues "
-            f"the same; the other RNG streams start afresh)"))
+        log(f"resumed from {ckpt} at step {start}")
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and \
-        args.dtype != "fp32" else contextlib.nullcontext()
     wandb = None
-    if args.wandb and master:
+    if args.wandb and rt.master:
         import wandb as _wandb
         wandb = _wandb
         wandb.init(project=args.wandb, config=vars(args))
     metrics_path = os.path.join(args.out, "metrics.jsonl")
-    if master and os.path.exists(metrics_path):
+    if rt.master and os.path.exists(metrics_path):
         # a fresh run starts a fresh log; a resumed one drops lines written after its checkpoint
         with open(metrics_path) as f:
             keep = [l for l in f if args.resume and json.loads(l)["step"] <= start]
@@ -657,39 +873,47 @@ def main(argv=None):
         os.replace(metrics_path + ".tmp", metrics_path)
 
     def write(line):
-        if master:
+        if rt.master:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(line) + "\n")
             if wandb:
                 wandb.log(line, step=line["step"])
 
     def eval_line(step):
-        accs = evaluate(model, tokenizer, evals, args, rank, world)
+        accs = evaluate(model, tokenizer, evals, args, rt)
         line = {"step": step, "eval_acc": accs.get("eval")}
         line.update({f"eval_acc_{k}": v for k, v in accs.items() if k != "eval"})
-        if args.method != "full" and master:
+        if args.method != "full" and rt.master:
             g = geora.geometry_report(model)
             line.update(s_head=g["s_head"], rel_update=g["rel_update"])
         write(line)
-        if master:  # tqdm.write keeps the progress bar intact
+        if rt.master:  # tqdm.write keeps the progress bar intact
             tqdm.write("eval " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                           for k, v in line.items()))
         return line["eval_acc"]
 
+    write({"step": start, "setup": True, "init_s": round(init_s, 3), "est_mem_gb": round(est["total"] / 1e9, 3),
+           "budget_gb": round(est["budget"] / 1e9, 3), "rollout_batch": args.rollout_batch, "world": world,
+           "fsdp": args.fsdp, "device": str(device), "params": sum(p.numel() for p in model.parameters()),
+           "trainable": sum(p.numel() for p in params)})  # (a DTensor's numel is its whole size)
     t_start, after = time.time(), None
     if start == 0 and evals:
         before = eval_line(0)
-    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, disable=not master,
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, disable=not rt.master,
                desc="grpo", dynamic_ncols=True)
     for step in bar:
         try:
-            line = train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step, rank, world, autocast)
-        except FloatingPointError as e:
+            line = train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step, rt)
+        except (FloatingPointError, torch.OutOfMemoryError) as e:
             bar.close()
             last = latest_checkpoint(args.out) if os.path.exists(os.path.join(args.out, "latest")) else "none"
-            msg = f"stopping: {e}; the last good checkpoint is {last}; lower --lr or raise --grad-clip"
+            if isinstance(e, FloatingPointError):
+                msg = f"stopping: {e}; the last good checkpoint is {last}; lower --lr or raise --grad-clip"
+            else:  # a CUDA out-of-memory error: a message with the estimate and the flags, not a traceback
+                msg = (f"stopping: out of memory at step {step + 1} ({memory.describe(est)}); {memory.ADVICE}; "
+                       f"the last good checkpoint is {last} (--resume continues from it)")
             log(msg)
-            if world > 1:
+            if owned:
                 dist.destroy_process_group()
             raise SystemExit(msg) from None
         write(line)
@@ -699,35 +923,18 @@ def main(argv=None):
         if evals and (done % args.eval_every == 0 or done == args.steps):
             after = eval_line(done)
         if done % args.save_every == 0 or done == args.steps:
-            rngs = [None] * world
-            if world > 1:
-                dist.all_gather_object(rngs, rng_state())
-            else:
-                rngs = [rng_state()]
-            if master:
-                save_checkpoint(args, model, opt, {"step": done, "cursor": done * args.prompts_per_step,
-                                                   "before": before, "world": world, "args": vars(args)}, rngs)
-            if world > 1:
-                dist.barrier()
+            save_checkpoint(args, model, opt, {"step": done, "cursor": done * args.prompts_per_step,
+                                               "before": before, "world": world, "args": vars(args)}, rt)
     bar.close()
 
-    # ---- final artefacts
-    if master:
-        if args.method != "full":
-            geora.save_adapter(model, args.out)
-            geora.export_peft(model, os.path.join(args.out, "peft"))
-        if args.merge:
-            merged = geora.merge(model) if args.method != "full" else model
-            merged.save_pretrained(os.path.join(args.out, "merged"))
-            tokenizer.save_pretrained(os.path.join(args.out, "merged"))
-        minutes = (time.time() - t_start) / 60
-        if before is not None and after is not None:
-            log(f"held-out greedy accuracy: before {before:.1%} -> after {after:.1%} "
-                f"({100 * (after - before):+.1f} points) in {minutes:.1f} min of GRPO, "
-                f"{args.steps} steps; outputs in {args.out}")
+    save_final(args, model, tokenizer, path, rt)
+    if rt.master and before is not None and after is not None:
+        log(f"held-out greedy accuracy: before {before:.1%} -> after {after:.1%} "
+            f"({100 * (after - before):+.1f} points) in {(time.time() - t_start) / 60:.1f} min of GRPO, "
+            f"{args.steps} steps; outputs in {args.out}")
     if wandb:
         wandb.finish()
-    if world > 1:
+    if owned:
         dist.destroy_process_group()
     return {"before": before, "after": after, "out": args.out, "model": model}
 

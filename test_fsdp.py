@@ -1,0 +1,207 @@
+"""Tests for train.py --fsdp (FSDP2) on CPU: two gloo processes under one torchrun launch.
+
+    python -m pytest -q test_fsdp.py
+
+One launch runs a list of train.main calls in the same process group (train.py reuses a group it
+did not create), each rank saving its trainable tensors after each run; the checks then compare
+runs in this process. Sampling is keyed, so a run with and without --fsdp draws the same rollouts
+and their updates may differ only by summation order.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import geora
+import tiny
+from test_train import _free_port, _micro_model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+WORKER = r'''
+import json, os, sys, torch, torch.distributed as dist
+sys.path.insert(0, {here!r})
+import geora, train
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+plan = json.load(open(sys.argv[1]))
+for tag, argv in plan["runs"]:
+    if tag == "copy":  # a finished run's directory, copied to resume elsewhere
+        if rank == 0:
+            import shutil
+            shutil.copytree(*argv)
+        dist.barrier()
+        continue
+    res = train.main(argv)
+    params = {{n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+               for n, p in res["model"].named_parameters() if p.requires_grad}}
+    torch.save(params, os.path.join(plan["dir"], f"{{tag}}-rank{{rank}}.pt"))
+
+# init exactness under sharding, bf16: logits of the sharded model == the unsharded model's, bit for bit,
+# and adapters_disabled is exactly the base (W) before and after the adapter moves
+from transformers import AutoModelForCausalLM
+ids = torch.randint(2, 50, (2, 9), generator=torch.Generator().manual_seed(0))
+base = AutoModelForCausalLM.from_pretrained(plan["model"], dtype=torch.bfloat16)
+with torch.no_grad():
+    want_base = base(ids).logits
+m = AutoModelForCausalLM.from_pretrained(plan["model"], dtype=torch.bfloat16)
+geora.apply_geora(m, rank=4)
+with torch.no_grad():
+    want = m(ids).logits
+args = train.parse_args(["--model", plan["model"], "--fsdp", "--rank", "4"])
+train.shard(m, args, torch.device("cpu"))
+with torch.no_grad():
+    got = m(ids).logits
+    with geora.adapters_disabled(m):
+        got_base = m(ids).logits
+    for _, layer in geora.adapted(m):
+        layer.B.add_(0.05)
+    train.reshard(m)
+    moved = m(ids).logits
+    with geora.adapters_disabled(m):
+        moved_base = m(ids).logits
+torch.save(dict(exact=torch.equal(got, want) and torch.equal(want, want_base),
+                base=torch.equal(got_base, want_base) and torch.equal(moved_base, want_base),
+                moved=not torch.equal(moved, want), dtype=str(got.dtype)),
+           os.path.join(plan["dir"], f"exact-rank{{rank}}.pt"))
+dist.destroy_process_group()
+'''
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    """A micro Qwen2 taught to answer '#### 1' or '#### 2', and one torchrun launch of 2 processes that
+    trains it every way the checks need."""
+    d = tmp_path_factory.mktemp("fsdp")
+    tok = tiny.make_tokenizer()
+    model = _micro_model(len(tok), seed=1)
+    # teach the answer format in a few steps so that rewards have contrast
+    from data import format_prompt
+    qs = [r["question"] for r in tiny.tiny_rows("train", 32, seed=4)]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(25):
+        seqs, labels = [], []
+        for i in torch.randint(len(qs), (16,), generator=gen).tolist():
+            p = tok.encode(format_prompt(tok, qs[i]), add_special_tokens=False)
+            a = tok.encode(f" #### {int(torch.randint(1, 3, (1,), generator=gen))}", add_special_tokens=False)
+            seqs.append(p + a + [tok.eos_token_id])
+            labels.append([-100] * len(p) + a + [tok.eos_token_id])
+        T = max(map(len, seqs))
+        x = torch.tensor([[0] * (T - len(s)) + s for s in seqs])
+        y = torch.tensor([[-100] * (T - len(s)) + s for s in labels])
+        attn = (x != 0).long()
+        logits = model(input_ids=x, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(d / "model")
+    tok.save_pretrained(d / "model")
+    (d / "data.jsonl").write_text("\n".join(json.dumps({"question": q, "answer": f"#### {1 + i % 2}"})
+                                            for i, q in enumerate(qs)))
+    common = ["--model", str(d / "model"), "--dataset", str(d / "data.jsonl"), "--eval-dataset", str(d / "data.jsonl"),
+              "--eval-size", "4", "--prompts-per-step", "4", "--group-size", "4", "--max-new-tokens", "8",
+              "--micro-batch", "8", "--rank", "4", "--eval-every", "100", "--save-every", "2", "--device", "cpu",
+              "--no-gradient-checkpointing"]
+    out = lambda tag: ["--out", str(d / tag)]
+    geo, full = common + ["--lr", "1e-2"], common + ["--method", "full", "--lr", "1e-3"]
+    runs = [("ddp-geora", geo + out("ddp-geora") + ["--steps", "2"]),
+            ("fsdp-geora", geo + out("fsdp-geora") + ["--steps", "2", "--fsdp", "--merge"]),
+            ("fsdp-geora-4", geo + out("fsdp-geora-4") + ["--steps", "4", "--fsdp"]),
+            ("copy", [str(d / "fsdp-geora"), str(d / "fsdp-geora-resumed")]),
+            ("fsdp-geora-resumed", geo + out("fsdp-geora-resumed") + ["--steps", "4", "--fsdp", "--resume"]),
+            ("ddp-full", full + out("ddp-full") + ["--steps", "2"]),
+            ("fsdp-full", full + out("fsdp-full") + ["--steps", "2", "--fsdp", "--merge"]),
+            ("fsdp-full-4", full + out("fsdp-full-4") + ["--steps", "4", "--fsdp"]),
+            ("copy", [str(d / "fsdp-full"), str(d / "fsdp-full-resumed")]),
+            ("fsdp-full-resumed", full + out("fsdp-full-resumed") + ["--steps", "4", "--fsdp", "--resume"])]
+    plan = d / "plan.json"
+    plan.write_text(json.dumps({"runs": runs, "dir": str(d), "model": str(d / "model")}))
+    script = d / "worker.py"
+    script.write_text(WORKER.format(here=HERE))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           str(script), str(plan)]
+    p = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    load = lambda tag, rank=0: torch.load(d / f"{tag}-rank{rank}.pt")
+    return d, load
+
+
+def _close(a, b, tol):
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a) <= tol
+
+
+def _steps(d, tag):
+    with open(d / tag / "metrics.jsonl") as f:
+        return [json.loads(l) for l in f if '"reward"' in l]
+
+
+def test_fsdp_adapter_equals_replicated_run(launched):
+    d, load = launched
+    a, b = load("ddp-geora"), load("fsdp-geora")
+    init = _micro_init(d)
+    assert any(not torch.equal(a[k], init[k]) for k in a), "the adapter never moved: the check would be empty"
+    assert _close(a, b, 1e-5)
+    assert _close(b, load("fsdp-geora", 1), 0)                              # replicated on both ranks
+    assert [l["reward"] for l in _steps(d, "ddp-geora")] == [l["reward"] for l in _steps(d, "fsdp-geora")]
+    for x, y in zip(_steps(d, "ddp-geora"), _steps(d, "fsdp-geora")):   # AdamW hides a gradient's scale;
+        assert x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-5)    # its logged norm does not
+
+
+def test_fsdp_full_equals_replicated_run(launched):
+    d, load = launched
+    a, b = load("ddp-full"), load("fsdp-full")
+    from transformers import AutoModelForCausalLM
+    base = {n: p.detach() for n, p in AutoModelForCausalLM.from_pretrained(d / "model").named_parameters()}
+    assert max((a[k] - base[k]).abs().max().item() for k in a) > 1e-4     # trained
+    assert _close(a, b, 1e-5)
+    for x, y in zip(_steps(d, "ddp-full"), _steps(d, "fsdp-full")):     # sum, not FSDP's default mean
+        assert x["grad_norm"] > 0 and x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-5)
+
+
+@pytest.mark.parametrize("tag", ["fsdp-geora", "fsdp-full"])
+def test_fsdp_resume_is_exact(launched, tag):
+    d, load = launched
+    assert _close(load(f"{tag}-4"), load(f"{tag}-resumed"), 1e-6)
+    assert [l["step"] for l in _steps(d, f"{tag}-resumed")] == [1, 2, 3, 4]
+
+
+def test_sharded_bf16_init_is_exact_and_reference_is_w(launched):
+    d, _ = launched
+    for rank in (0, 1):
+        r = torch.load(d / f"exact-rank{rank}.pt")
+        assert r["dtype"] == "torch.bfloat16" and r["exact"] and r["base"] and r["moved"], r
+
+
+def test_sharded_run_exports_reload_with_peft_and_merge(launched):
+    d, _ = launched
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    ids = torch.randint(2, 50, (2, 7), generator=torch.Generator().manual_seed(1))
+    mine = geora.load_adapter(AutoModelForCausalLM.from_pretrained(d / "model"), str(d / "fsdp-geora"))
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(d / "model"), str(d / "fsdp-geora" / "peft"))
+    merged = AutoModelForCausalLM.from_pretrained(d / "fsdp-geora" / "merged")
+    base = AutoModelForCausalLM.from_pretrained(d / "model")
+    with torch.no_grad():
+        want = mine(ids).logits
+        assert not torch.allclose(want, base(ids).logits, atol=1e-4)     # a trained adapter
+        assert torch.allclose(peft(ids).logits, want, atol=1e-5)
+        assert torch.allclose(merged(ids).logits, want, atol=1e-5)
+    full = AutoModelForCausalLM.from_pretrained(d / "fsdp-full" / "merged")   # full FT: gathered weights
+    _, load = launched
+    got = dict(full.named_parameters())
+    for k, v in load("fsdp-full").items():
+        assert torch.allclose(got[k], v, atol=1e-6), k
+
+
+def _micro_init(d):
+    from transformers import AutoModelForCausalLM
+    m = AutoModelForCausalLM.from_pretrained(d / "model")
+    geora.apply_geora(m, rank=4)
+    return {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
