@@ -109,10 +109,11 @@ def main():
             line += (f"; as expected: ours {sum(o == e for o, e in zip(ours, expected))}, "
                      f"math-verify {sum(m == e for m, e in zip(theirs, expected))}")
         print(line)
-        for (c, g), a, b in zip(pairs, ours, theirs):
+        for k, ((c, g), a, b) in enumerate(zip(pairs, ours, theirs)):
             if a != b:
+                why = "" if expected is None else f" (written expectation: {'correct' if expected[k] else 'wrong'})"
                 print(f"   differ: {c[-70:]!r} vs gold {g!r}: ours {'correct' if a else 'not correct'}, "
-                      f"math-verify {'correct' if b else 'not correct'}")
+                      f"math-verify {'correct' if b else 'not correct'}{why}")
 
     compare("GSM8K-style batch", batch[:256])
     if rows:

@@ -19,19 +19,40 @@ Extraction contract (extract_answer):
      4. Boxes that follow each other with only separators between them (spaces, `$`, `,`, `;`, "and", "or",
      `\\quad`) form one answer, a list: `\\boxed{1}, \\boxed{-2}` is "1, -2". Hedging ("\\boxed{3} or \\boxed{4}")
      therefore becomes the list "3, 4", which never equals a single gold: hedging cannot earn reward.
-     A list whose items are all equal is that one value: `\\boxed{15\\frac{39}{40}}, or \\boxed{\\frac{639}{40}}`.
+     A list of at most 4 items that are one answer written again is that answer: `\\boxed{15\\frac{39}{40}},
+     or \\boxed{\\frac{639}{40}}`, `\\boxed{x+11} or \\boxed{11+x}` (constants must be exactly equal: `0.3 or
+     1/3` is a hedge).
   3. No box at all: the GSM8K form, the text after the last `####` up to the end of that line.
   4. Else an explicit phrase: the last "final answer: X" / "the answer is X" / a line "Answer: X"; X is the
-     `$...$`, `\\(...\\)` or `\\[...\\]` math right after it, or the rest of the sentence.
+     `$...$`, `\\(...\\)` or `\\[...\\]` math right after it (spans joined by `,` / "and" / "or" are one list,
+     as boxes are: "the answer is $1$ and $2$" is "1, 2"), or the rest of the sentence.
   5. Else no answer. Never "the last number in the text".
   Texts longer than MAX_TEXT_CHARS are cut to their tail; answers longer than MAX_ANSWER_CHARS are `wrong`.
+
+Gold contract (gold_answer, also applied by grade): a GSM8K answer is the text after `####`; a solution text
+(MATH, Minerva) is read as a completion's boxes are (rule 2): its last box with the boxes adjacent to it, so
+MATH test/algebra/1878 ("find all solutions", `$\\boxed{-2}$ and $\\boxed{1}$`) has the gold "-2, 1", not "1".
+Two exceptions keep the last box alone: boxes that are one answer written twice, and boxes the solution calls
+alternatives right after them ("(Either point is an acceptable answer.)", for "enter only one of the foci").
+AMC floats 27.0 -> "27"; OlympiadBench lists -> the first item without `$`. A gold with no usable answer (a
+`\\boxed{` never closed, an empty box) makes grade return `wrong`, never raise: a training loop must not stop
+on one malformed row (data.py skips such rows). Only a gold with no text at all (None, "", [], a row without
+an answer field) raises ValueError: that is a caller's error that would silently make every reward 0.
 
 Normalisation (both sides): `$`, `\\$`, `\\left`/`\\right`, spacing commands, `\\dfrac`/`\\tfrac` -> `\\frac`,
 `\\frac43` / `\\sqrt2` TeX shorthand, degrees (`^\\circ`, `°`), unit words in `\\text{}` / `\\mbox{}` /
 `\\mathrm{}` when something else remains (`\\mathrm{e}` and other single letters stay: they are maths),
 trailing unit words after a number ("5 apples"), a trailing `.`, leading `=` / `\\approx`, thousands commas
-only in correct 3-digit groups and only when the gold is a single value (`1,234` and `10,\\!080` yes;
-`1,2` and `32, 349` are lists), leading zeros (AIME "025" = 25), trailing zeros (`18.00` = 18).
+only in correct 3-digit groups after a nonzero leading group and only when the gold is a single value
+(`1,234`, `10,\\!080` and TeX's `1{,}080` yes; `1,2`, `32, 349` and `0,111` are lists), leading zeros (AIME
+"025" = 25), trailing zeros (`18.00` = 18). "and" / "or" between items, bare or in `\\text{}`, with or without
+a comma before them, separate list items (`2, 3, \\text{ and } 4` = `2, 3, 4`; `$1$ and $2$`) unless the whole
+answer is words ("Alice and Bob" stays a name). `28 pct` / `28 percent` = `28\\%`; `x != 3` and `\\not=` are
+`\\ne` (`!=` right after a digit is a factorial: `5!=120` is 5! = 120). Code-style golds (Minerva): `np.` /
+`math.` prefixes go, and `-1./3` is -1/3. Clock times (`8:34 \\text{ p.m.}`, `\\text{1:03 PM}`, `20:34`) are
+times of day on the 24-hour clock; without a.m./p.m. the hour is read as written, so 20:34 = 8:34 p.m. but
+8:34 != 8:34 p.m. (a gold `9:24` accepts 9:24 a.m., not 9:24 p.m.); `19:60` is not a time (ratios compare as
+text).
 
 Comparison, in this order:
   - identical parse trees (or identical normalised text) are equal;
@@ -40,14 +61,25 @@ Comparison, in this order:
     and e-notation are exact too (`0.15` = 3/20, `4.5e33` = `4.5\\times 10^{33}`);
   - rounding: a decimal gold is taken as rounded at its last written digit, so a prediction is right iff it
     rounds to the gold there (|pred - gold| <= half a unit of the gold's last digit): more digits never hurt,
-    fewer never help (gold 4.5e33 accepts 4.487e33; gold 0.5613 rejects 0.561). A decimal prediction of an
-    exact gold that has no finite decimal form (1/3, sqrt 2, pi) is right iff it has >= 3 significant digits
-    and is that value correctly rounded (0.333 for 1/3, 3.14 for pi; not 0.3, not 0.0). Exact values are never
-    compared with a tolerance, and comparisons are relative, so 2^-99 != 2^-98 and 1/2004! != 1/2006!;
+    fewer never help (gold 4.5e33 accepts 4.487e33; gold 0.5613 rejects 0.561). An exact gold (a fraction,
+    radical, multiple of pi: "express as a common fraction", "in simplest radical form", "in terms of pi")
+    asks for the exact value, so a decimal prediction of it is right only with >= MIN_SIG_DIGITS = 6
+    significant digits, correctly rounded: 0.333333 for 1/3 and 3.14159 for pi, never 0.333, 3.14, 3.1416,
+    1.41 for sqrt 2 or 37.7 for 12 pi (Math-Verify, Qwen's grader and the MATH grader reject those too; six
+    correct digits are evidence of the exact value, three are what a rounded guess gives). Exact values are
+    never compared with a tolerance, and comparisons are relative, so 2^-99 != 2^-98 and 1/2004! != 1/2006!;
+  - approximations: `X \\approx D` after a constant X, D a written number, is X once D is checked to be X
+    rounded at D's last digit (an integer: at its units): `\\frac{\\sqrt3}{3} \\approx 0.577` equals
+    `\\frac{\\sqrt3}{3}` on either side; a wrong approximation (`\\approx 0.578`) leaves the answer comparable
+    as text only, i.e. wrong. A gold `X \\approx D` also accepts D itself under the rounding rule (MATH's
+    `\\$\\dfrac23 \\approx \\$0.67` for "rounded to the nearest cent" accepts 0.67). An equation of
+    constants (`2^5 = 32`, `\\frac{8}{24} = \\frac13`, also after a label: `x = 2^5 = 32`) is its value when
+    its sides are exactly equal, else (`\\frac13 = 0.333`) it is false and wrong;
   - percent: `\\%` is dropped and a side that carried it may also mean value/100, so gold "62.5\\%" accepts
     62.5 and 0.625; a gold without `%` never accepts gold*100 or gold/100 as a bare number;
   - irrational constants (sqrt, pi, e, logs, trig, complex i) are compared at 60 significant digits
     (mpmath, relative difference < 1e-40);
+  - clock times are equal when hours, minutes and seconds are;
   - structures: parenthesised tuples/points are ordered; bare comma lists and `\\{...\\}` sets ("all
     solutions") are multisets (`1,1,2` != `1,2,2`), and a bare list never equals a parenthesised tuple;
     `a \\pm b` is the list {a+b, a-b}; intervals keep open/closed ends (a
@@ -57,6 +89,10 @@ Comparison, in this order:
     compare case-insensitively;
   - `x = 5`, `x \\in [1,2]`, `f(x) = 2x`, `(x,y) = (1,2)`: a single variable (or function, or tuple of
     variables) on the left is a label and is dropped when the other side has no label; two labels must match;
+  - a two-sided inequality with constant ends, `0 < f(x) < 1` or `-80 \\le g(x) \\le 82` ("find the range"), is
+    the interval (0, 1) / [-80, 82] labelled f(x) / g(x): as a gold it accepts `(0,1)`, `[-80,82]`. The reverse
+    is not accepted: a predicted two-sided inequality only equals a two-sided gold, never an interval gold.
+    Other chains of relations (`f(2) < f(1) < f(4)`) compare as text;
   - other equations are relations: equal up to a nonzero factor (`2x - y + 1 = 0` = `y = 2x + 1`), inequalities
     up to a positive factor; an equation is never reduced to its right-hand side (`0` != `5x-7y+11z+4=0`);
   - expressions with variables: the variable names must match exactly (`y^2+2y+1` != `x^2+2x+1`, and
@@ -73,7 +109,7 @@ exponential is size-checked *before* it is evaluated (a result beyond ~2^200000 
 worker process (`python reward.py --sympy-worker`, started on first use, one per process that grades, with
 a 2 GiB address-space cap) that is killed when it does not answer within SYMBOLIC_TIMEOUT_S; a timeout is
 `wrong`. This works from threads and DDP ranks (no signal.alarm) and is POSIX-only. Nothing raises out of
-grade() for any completion string; the common numeric path never touches sympy.
+grade() for any completion string or any non-empty gold string; the common numeric path never touches sympy.
 """
 
 import atexit
@@ -96,6 +132,7 @@ MAX_TEXT_CHARS = 1_000_000   # longer completions are cut to their tail (where t
 MAX_ANSWER_CHARS = 1_000     # longer extracted answers are graded `wrong` without parsing
 MAX_DEPTH = 60               # parse nesting depth
 MAX_BITS = 200_000           # refuse exact/numeric values beyond ~2^MAX_BITS (exponent towers, 10^6!)
+MIN_SIG_DIGITS = 6           # a decimal equals an exact gold (1/3, pi) only with this many digits, rounded
 SYMBOLIC_TIMEOUT_S = 2.0     # wall time for one sympy proof in the worker
 WORKER_START_TIMEOUT_S = 60.0
 
@@ -114,6 +151,7 @@ class Result(NamedTuple):
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _BRACE_RE = re.compile(r"\\.|[{}]", re.S)
 _BOX_GAP_RE = re.compile(r"(?:\s|\$|,|;|\\quad|\\qquad|\\,|\\;|\band\b|\bor\b|\\text\{\s*(?:and|or)\s*\})*")
+_SPAN_GAP_RE = re.compile(r"[ \t]*(?:,[ \t]*)?(?:(?:and|or)\b[ \t]*)?")
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
 _PHRASE_RE = re.compile(r"(?:final\s+answer|the\s+answer|^[ \t>*#]*answer)[ \t*]*(?:is\b)?[ \t]*[:=]?[ \t*]*",
                         re.I | re.M)
@@ -158,11 +196,13 @@ def _boxes(text):
     return out
 
 
-def _boxed_answer(text, join=True):
+def _box_run(text, join=True):
+    """The last box and the boxes adjacent to it (only separators between them), as (contents, end of the
+    run); None when there is no box or the last one is empty or never closed."""
     boxes = _boxes(text)
     if not boxes:
         return None
-    start, _, content = boxes[-1]
+    start, end, content = boxes[-1]
     if content is None or not content.strip():
         return None
     run = [content.strip()]
@@ -171,9 +211,30 @@ def _boxed_answer(text, join=True):
             break
         run.insert(0, c.strip())
         start = s
+    return run, end
+
+
+def _boxed_answer(text, join=True):
+    found = _box_run(text, join)
+    if found is None:
+        return None
+    run = found[0]
     if len(set(run)) == 1:
         run = run[:1]
     return ", ".join(run)
+
+
+_MATH_SPANS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+
+
+def _math_span(text, i):
+    """(content, end) of the `$...$`-like span that starts at text[i]; (None, i) if none starts there,
+    ("", i) if it is never closed."""
+    for open_, close in _MATH_SPANS:
+        if text.startswith(open_, i):
+            k = text.find(close, i + len(open_))
+            return (text[i + len(open_):k].strip(), k + len(close)) if k >= 0 else ("", i)
+    return None, i
 
 
 def _phrase_answer(text):
@@ -182,12 +243,20 @@ def _phrase_answer(text):
         pass
     if m is None:
         return None
-    rest = text[m.end():]
-    for open_, close in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if rest.startswith(open_):
-            k = rest.find(close, len(open_))
-            return rest[len(open_):k].strip() or None if k >= 0 else None
-    line = rest.split("\n", 1)[0]
+    first, n = _math_span(text, m.end())
+    if first is not None:
+        if not first:
+            return None
+        items = [first]
+        while True:  # "the answer is $1$ and $2$": adjacent spans are one list, as adjacent boxes are
+            gap = _SPAN_GAP_RE.match(text, n)
+            nxt, k = _math_span(text, gap.end())
+            if not gap.group().strip() or not nxt:
+                break
+            items.append(nxt)
+            n = k
+        return ", ".join(items)
+    line = text[m.end():m.end() + MAX_ANSWER_CHARS + 1].split("\n", 1)[0]
     line = re.split(r"\.(?=\s|$)", line, maxsplit=1)[0]
     return line.strip().strip("*").strip() or None
 
@@ -214,9 +283,9 @@ def extract_answer(text):
 def gold_answer(raw):
     """Any dataset gold shape -> the gold answer string (None if there is none).
 
-    GSM8K answer text -> the text after `####`; a MATH/Minerva solution -> its last \\boxed{} (only the last:
-    the MATH convention, even where a solution boxes several answers); AIME "025" and
-    plain answer strings unchanged; AMC floats 27.0 -> "27"; OlympiadBench ["$...$"] -> first item, `$`
+    GSM8K answer text -> the text after `####`; a MATH/Minerva solution -> its last \\boxed{}, together with
+    the boxes adjacent to it (a list, as in a completion; see _gold_boxes); AIME "025" and plain answer
+    strings unchanged; AMC floats 27.0 -> "27"; OlympiadBench ["$...$"] -> first item, `$`
     stripped; a dataset row (dict) -> its final_answer / answer / solution field."""
     if raw is None or isinstance(raw, bool):
         return None
@@ -245,8 +314,36 @@ def gold_answer(raw):
     if "####" in s:
         s = s.rsplit("####", 1)[1].strip().split("\n", 1)[0].strip()
     elif _BOX_RE.search(s):
-        s = _boxed_answer(s, join=False) or ""
+        s = _gold_boxes(s) or ""
     return s or None
+
+
+_EITHER_RE = re.compile(r"[\s$.,;:)\]\\]*\(?\s*either\b[^.()]{0,60}?\b(?:acceptable|correct|valid)\b", re.I)
+
+
+@functools.lru_cache(maxsize=1024)
+def _gold_boxes(text):
+    """The answer of a solution text: its last box with the boxes adjacent to it, read as a completion's
+    are (`$\\boxed{-2}$ and $\\boxed{1}$` is the list "-2, 1"), except that a run the solution itself calls
+    alternatives ("(Either point is an acceptable answer.)") or whose boxes all equal the last one (the
+    same value written twice: `\\boxed{15\\frac{39}{40}}, or \\boxed{\\frac{639}{40}}`) is its last box."""
+    found = _box_run(text)
+    if found is None:
+        return None
+    run, end = found
+    if len(run) > 1 and (_EITHER_RE.match(text, end) or all(_same_answer(x, run[-1]) for x in run[:-1])):
+        run = run[-1:]
+    return ", ".join(run)
+
+
+def _same_answer(a, b):
+    try:
+        (ca, na, pa), (cb, nb, pb) = _prepare(a, True), _prepare(b, True)
+        if ca.replace(" ", "") == cb.replace(" ", ""):
+            return True
+        return na is not None and nb is not None and pa == pb and _written_twice(na, nb)
+    except Exception:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -255,12 +352,14 @@ def gold_answer(raw):
 _UNICODE = [("\u2212", "-"), ("\u2013", "-"), ("\u00d7", "\\times "), ("\u00f7", "\\div "), ("\u00b7", "\\cdot "),
             ("\u2264", "\\le "), ("\u2265", "\\ge "), ("\u2260", "\\ne "), ("\u221a", "\\sqrt "), ("\u03c0", "\\pi "),
             ("\u221e", "\\infty "), ("\u00b0", ""), ("\u222a", "\\cup "), ("\u00b1", "\\pm "), ("**", "^"),
-            ("\u2208", "\\in ")]
+            ("\u2208", "\\in "), ("\u2248", "\\approx ")]
 _SUBS = [
     (re.compile(r"\\(?:left|right)\."), ""),                                 # \left. \right.  (invisible delimiters)
     (re.compile(r"\\(?:left|right|[bB]igg?[lr]?|middle)(?![a-zA-Z])"), ""),
     (re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits|mathstrut|boldsymbol|bm)(?![a-zA-Z])"), ""),
     (re.compile(r"\\[()\[\]]"), " "),                                      # \( \) \[ \]
+    (re.compile(r"(?<![A-Za-z_.])(?:np|numpy|math|sp|sympy)\.(?=[a-z])"), ""),          # np.arcsin(10/13)
+    (re.compile(r"\{,\}"), ","),                                            # 1{,}080: TeX's thousands comma
     (re.compile(r",\\!\s*"), ","),                                          # 10,\!080
     (re.compile(r"\\!"), ""),
     (re.compile(r"\\(?:quad|qquad|enspace|thinspace|medspace|thickspace)(?![a-zA-Z])|\\[,;: ]|~"), " "),
@@ -268,7 +367,8 @@ _SUBS = [
     (re.compile(r"\\[dt]binom(?![a-zA-Z])"), r"\\binom"),
     (re.compile(r"\\(?:leqslant|leq|le)(?![a-zA-Z])"), r"\\le "),
     (re.compile(r"\\(?:geqslant|geq|ge)(?![a-zA-Z])"), r"\\ge "),
-    (re.compile(r"\\(?:neq|ne)(?![a-zA-Z])"), r"\\ne "),
+    (re.compile(r"\\(?:neq|ne)(?![a-zA-Z])|\\not\s*="), r"\\ne "),
+    (re.compile(r"(?<=[A-Za-z\s])!="), r"\\ne "),                           # x != 3 (but 5!=120 is 5! = 120)
     (re.compile(r"<="), r"\\le "),
     (re.compile(r">="), r"\\ge "),
     (re.compile(r"\\lt(?![a-zA-Z])"), "<"),
@@ -289,8 +389,9 @@ _SHORT_UNITS = {"cm", "mm", "km", "m", "ft", "in", "kg", "g", "mg", "ml", "hr", 
 
 
 def _strip_text_groups(s):
-    """\\text{...}-like groups: unit words go when something else remains, "and"/"or" become commas,
-    anything else is unwrapped (\\text{(C)} -> (C), \\mathrm{e} -> e)."""
+    """\\text{...}-like groups: unit words go when something else remains, "and"/"or" stay as words (_clean
+    makes them list commas unless the answer is all words), anything else is unwrapped (\\text{(C)} -> (C),
+    \\mathrm{e} -> e)."""
     for _ in range(50):
         m = _TEXT_CMD_RE.search(s)
         if not m:
@@ -300,8 +401,8 @@ def _strip_text_groups(s):
             return s
         body, end = s[m.end():k].strip(), k + 1
         rest = s[:m.start()] + s[end:]
-        if body.lower() in ("and", "or", "and/or", ","):
-            s = s[:m.start()] + " , " + s[end:]
+        if re.fullmatch(r",?\s*(?:and|or|and/or)?\s*,?", body.lower()) and body:
+            s = s[:m.start()] + (" and " if re.search("[a-z]", body.lower()) else " , ") + s[end:]
             continue
         is_unit = (_WORDS_RE.fullmatch(body) is not None and re.search(r"[0-9A-Za-z\\]", rest) is not None
                    and not (m.group(1) in ("mathrm", "mathbf", "mathit", "operatorname") and len(body) == 1)
@@ -315,6 +416,14 @@ def _strip_text_groups(s):
     return s
 
 
+_PCT_WORD_RE = re.compile(r"(?<=[\d}])\s*(?:\\(?:text|textrm|mbox|mathrm)\s*\{\s*(?:pct|percent)\s*\}"
+                          r"|(?:pct|percent)(?![A-Za-z]))")
+_AMPM_TEXT_RE = re.compile(r"\\(?:text|textrm|textnormal|mbox|mathrm)\s*\{\s*([AaPp])\.?\s*[Mm]\.?\s*\}")
+_AMPM_RE = re.compile(r"(\d:\d\d)\s*([AaPp])\.?\s*[Mm](?![A-Za-z])\.?")
+_WORDS_ONLY_RE = re.compile(r"[A-Za-z][A-Za-z .'\-]*")
+_AND_OR_RE = re.compile(r"\s*,?\s*\b(?:and|or)\b\s*,?\s*")
+
+
 def _clean(s):
     """Answer text -> (cleaned text, had a percent sign)."""
     s = s.replace("\0", "").strip().replace("\\\\", "\0")  # protect \\ (matrix rows) from the rules below
@@ -323,9 +432,14 @@ def _clean(s):
     s = s.replace("\\$", " ").replace("$", " ")
     for pattern, repl in _SUBS:
         s = pattern.sub(repl, s)
+    s = _PCT_WORD_RE.sub("%", s)  # 28 pct, 28 \text{ percent}
     pct = "%" in s
     s = re.sub(r"\\?%", " ", s)
+    s = _AMPM_TEXT_RE.sub(r" \1m ", s)  # 8:34 \text{ p.m.}: the half of the day is not a unit word
     s = _strip_text_groups(s)
+    s = _AMPM_RE.sub(lambda m: m.group(1) + " " + m.group(2).lower() + "m", s)
+    if not _WORDS_ONLY_RE.fullmatch(s.strip()):  # "2, 3, and 4", "12 and 13" are lists; "Alice and Bob" is a name
+        s = _AND_OR_RE.sub(" , ", s)
     m = _UNIT_TAIL_RE.fullmatch(s.strip())
     if m:  # "5 apples", "12 cm": trailing words after a number (not "4 ab", which is maths)
         words = re.split(r"[\s\-]+", m.group(2))
@@ -426,17 +540,43 @@ class _Parser:
 
     def item(self):
         lab = self.label()
-        if lab is not None:
-            return ("rel", "=", ("v", lab), self.union())
-        lhs = self.union()
-        op = self.peek()
-        if op not in _RELOPS:
-            return lhs
-        self.take()
-        rhs = self.union()
-        if self.peek() in _RELOPS:
-            raise _ParseError("chained relation")
-        return ("rel", _RELOPS[op], lhs, rhs)
+        members, ops = ([("v", lab)], ["="]) if lab is not None else ([], [])
+        start = self.i
+        members.append(self.union())
+        spans = [(start, self.i)]
+        while self.peek() in _RELOPS:
+            ops.append(self.take())
+            start = self.i
+            members.append(self.union())
+            spans.append((start, self.i))
+            if len(members) > 8:
+                raise _ParseError("long chain")
+        if ops and ops[-1] == "\\approx" and _is_constant(members[-2]):
+            members[-2:] = [_approximation(members[-2], members[-1])]  # 1/sqrt3 ~ 0.577: checked, then dropped
+            ops.pop()
+        if not ops:
+            return members[0]
+        if len(ops) == 1 and not all(map(_is_constant, members)):
+            return ("rel", _RELOPS[ops[0]], members[0], members[1])
+        if all(_RELOPS[o] == "=" for o in ops) and all(map(_is_constant, members[1:])):
+            for a in members[1 if len(ops) > 1 and not _is_constant(members[0]) else 0:-1]:
+                if not _same_value(a, members[-1]):  # 2^5 = 32, x = \frac{8}{24} = \frac13: equal constants
+                    raise _ParseError("false equation")  # are their value (after a label, if any)
+            return members[-1] if _is_constant(members[0]) else ("rel", "=", members[0], members[-1])
+        if len(ops) == 2 and lab is None and _is_constant(members[0]) and _is_constant(members[2]) \
+                and _vars(members[1]):
+            return self.between(members, ops, "".join(self.toks[spans[1][0]:spans[1][1]]))
+        raise _ParseError("chained relation")
+
+    @staticmethod
+    def between(members, ops, label):
+        """a < x <= b -> ("between", label, interval): the interval x lies in (a gold-side reading, see _match)."""
+        up, down = {"<": False, "\\le": True}, {">": False, "\\ge": True}
+        if ops[0] in up and ops[1] in up:
+            return ("between", label, ("interval", up[ops[0]], members[0], members[2], up[ops[1]]))
+        if ops[0] in down and ops[1] in down:
+            return ("between", label, ("interval", down[ops[1]], members[2], members[0], down[ops[0]]))
+        raise _ParseError("mixed inequality")
 
     def label(self):
         """`f(x) =`, `g(m, n) =` at the start of an item: a label, not the product f*x."""
@@ -568,7 +708,8 @@ class _Parser:
         while self.peek() is not None and self.peek().isdigit():
             digits += self.take()
         frac = None
-        if self.peek() == "." and (self.peek(1) is None or self.peek(1).isdigit() or not digits):
+        if self.peek() == "." and (self.peek(1) is None or self.peek(1).isdigit() or not digits
+                                   or self.peek(1) in ("/", "*", ")", "]", "}", ",")):  # -1./3 (code-style float)
             self.take()
             frac = ""
             while self.peek() is not None and self.peek().isdigit():
@@ -749,12 +890,52 @@ def _number_node(digits, frac, exp=0):
     return ("n", value, ulp)
 
 
+def _is_constant(node):
+    """A scalar without variables (its value can be computed), or a checked approximation of one."""
+    return (node[0] in _SCALAR_KINDS or node[0] == "approx") and not _vars(node)
+
+
+def _same_value(a, b):
+    """Exactly equal constants: exact rationals (decimals included) must be identical, other values agree to
+    60 digits. No rounding tolerance: `\\frac13 = 0.333` is a false equation."""
+    a, b = (n[1] if n[0] == "approx" else n for n in (a, b))
+    x, y = _exact(a), _exact(b)
+    if x is not None and y is not None:
+        return x == y
+    _MP = _TMP.ctx
+    x, y = _num(a, {}), _num(b, {})
+    return bool(_MP.isfinite(x) and _MP.isfinite(y) and abs(x - y) <= _MP.mpf(10) ** -40 * max(abs(x), abs(y)))
+
+
+def _approximation(x, d):
+    """`x \\approx d`: d must be a written number (a decimal is taken as rounded at its last digit, an integer
+    at its units) that x rounds to; then the node ("approx", x, d). A wrong approximation is a parse error,
+    so the answer is compared as text only."""
+    dec = _decimal(d)
+    if dec is None and not (_is_int_literal(d) or d[0] == "neg" and _is_int_literal(d[1])):
+        raise _ParseError("approximation is not a number")
+    half = (dec[0] if dec else Fraction(1)) * _HALF
+    xv, dv = _exact(x), _exact(d)
+    if xv is not None:
+        ok = abs(xv - dv) <= half
+    else:
+        _MP = _TMP.ctx
+        v = _num(x, {})
+        ok = _MP.isfinite(v) and abs(_MP.im(v)) == 0 and abs(v - _MP.mpf(dv.numerator) / dv.denominator) <= \
+            _MP.mpf(half.numerator) / half.denominator
+    if not ok:
+        raise _ParseError("wrong approximation")
+    return ("approx", x, d)
+
+
 def _is_int_literal(node):
     return node[0] == "n" and node[2] is None and node[1].denominator == 1 and node[1] >= 0
 
 
+_PLAIN_RE = re.compile(r"-?\d+(?:\.\d+)?", re.A)
 _NUM_RE = re.compile(r"([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,4}))?", re.A)
-_THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", re.A)
+_THOUSANDS_RE = re.compile(r"[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?", re.A)  # not 0,111: a leading 0 is no group
+_TIME_RE = re.compile(r"(\d{1,2}):(\d\d)(?::(\d\d))?(?: ([ap])m)?", re.A)
 _CHOICE_RE = re.compile(r"\(([A-Ea-e])\)|([A-E])")
 
 
@@ -763,7 +944,8 @@ def _prepare(s, thousands):
     """Answer string -> (normalised text, tree or None, percent flag). Cached: golds repeat in a GRPO group."""
     if len(s) > MAX_ANSWER_CHARS:
         return s, None, False
-    clean, pct = _clean(s)
+    # a plain number (GSM8K, AIME: the common case) is its own normal form: skip the ~20 cleaning regexes
+    clean, pct = (s, False) if _PLAIN_RE.fullmatch(s) else _clean(s)
     node = None
     m = _NUM_RE.fullmatch(clean)
     if m and (m.group(2) or m.group(3)):  # the common case: one plain number
@@ -772,6 +954,8 @@ def _prepare(s, thousands):
         node = ("neg", node) if sign == "-" else node
     elif thousands and _THOUSANDS_RE.fullmatch(clean):
         return _prepare(clean.replace(",", ""), False)[:2] + (pct,)
+    elif _TIME_RE.fullmatch(clean):
+        node = _time_node(*_TIME_RE.fullmatch(clean).groups())
     elif _CHOICE_RE.fullmatch(clean) and ("(" in clean or re.search(r"\\text|\\mbox", s)):
         node = ("choice", clean.strip("()").upper())
     elif re.fullmatch(r"[A-Za-z][A-Za-z '\-]*", clean) and max(map(len, re.findall(r"[A-Za-z]+", clean))) >= 3 \
@@ -783,6 +967,17 @@ def _prepare(s, thousands):
         except Exception:  # _ParseError, or anything odd in odd input: compare as text only
             node = None
     return clean, node, pct
+
+
+def _time_node(h, m, sec, half):
+    """A clock time -> ("time", hours, minutes, seconds) on the 24-hour clock (None if it is not one). Without
+    a.m./p.m. the hours are read as written (24-hour): 20:34 = 8:34 p.m., and 8:34 alone is the morning."""
+    h, m, sec = int(h), int(m), int(sec or 0)
+    if m > 59 or sec > 59 or h > 24 or half and not 1 <= h <= 12:
+        return None  # 19:60 is a ratio, not a time
+    if half:
+        h = h % 12 + (12 if half == "p" else 0)
+    return ("time", h % 24, m, sec)
 
 
 def _shape(node):
@@ -797,6 +992,8 @@ def _shape(node):
 
 
 def _expand_item(it):
+    if it[0] == "between":  # 0 < f(x) < 1: the label f(x), the interval (0, 1)
+        return [("pre", it[1], it[2], "between")]
     if it[0] == "rel":
         _, op, lhs, rhs = it
         label = None
@@ -1057,8 +1254,8 @@ def _close(g, p, gdec, pdec):
         return True
     if gdec is not None:  # the gold was rounded at its last digit
         return diff <= gdec[0] * _HALF
-    if pdec is not None:  # a decimal approximation of an exact gold
-        return pdec[1] >= 3 and diff <= pdec[0] * _HALF
+    if pdec is not None:  # a decimal approximation of an exact gold: 6 significant digits, correctly rounded
+        return pdec[1] >= MIN_SIG_DIGITS and diff <= pdec[0] * _HALF
     if isinstance(diff, Fraction):
         return False  # two exact rationals: no tolerance
     return diff <= _MP.mpf(10) ** -40 * max(abs(g), abs(p))
@@ -1182,17 +1379,26 @@ def _unlabel(node):
 def _match(g, p, gpct, ppct):
     glab, g2, grel = _unlabel(g)
     plab, p2, prel = _unlabel(p)
+    if prel == "between" and grel != "between":
+        return False  # a two-sided inequality answers a two-sided gold only, never an interval gold
     if glab is not None and plab is not None and glab != plab:
         return False
     if (glab is None) != (plab is None):
         rel = grel if glab is not None else prel
         other = p if glab is not None else g
-        if other[0] == "rel" and rel is not None:  # y = 2x+3 against 2x - y + 3 = 0
+        if other[0] == "rel" and isinstance(rel, tuple):  # y = 2x+3 against 2x - y + 3 = 0
             return _rel_equal(rel, other) if glab is not None else _rel_equal(other, rel)
     g, p = g2, p2
+    if p[0] == "approx":  # a checked approximation after an exact value: the exact value is the answer
+        p = p[1]
     k = g[0]
-    if k != "list" and p[0] == "list" and len(p[1]) > 1 and all(_match(p[1][0], x, ppct, ppct) for x in p[1][1:]):
-        p = p[1][0]  # "\boxed{15\frac{39}{40}}, or \boxed{\frac{639}{40}}": one value written twice
+    if k == "approx":  # the gold's exact value, or its own approximation read as a decimal gold
+        return _match(g[1], p, gpct, ppct) or _match(g[2], p, gpct, ppct)
+    if k != "list" and p[0] == "list" and 1 < len(p[1]) <= 4 and all(_written_twice(x, p[1][-1], ppct)
+                                                                     for x in p[1][:-1]):
+        p = p[1][-1]  # "\boxed{15\frac{39}{40}}, or \boxed{\frac{639}{40}}": one value written twice
+    if k == "time":
+        return p[0] == "time" and p[1:] == g[1:]
     if k == "rel":
         return p[0] == "rel" and _rel_equal(g, p)
     if k == "list":
@@ -1247,6 +1453,19 @@ def _match(g, p, gpct, ppct):
     return _scalar_equal(g, p, gpct, ppct)
 
 
+def _written_twice(a, b, pct=False):
+    """Two forms of one answer (15\\frac{39}{40} and \\frac{639}{40}, 28 and 28_9, x+11 and 11+x). Constants must
+    be exactly equal: a decimal and the value it rounds (0.3 and 1/3) are two answers, i.e. a hedge."""
+    if _is_constant(a) and _is_constant(b):
+        try:
+            return _same_value(a, b)
+        except (_TooBig, ValueError, ZeroDivisionError, OverflowError, ArithmeticError):
+            return False
+    if a[0] in _SCALAR_KINDS and b[0] in _SCALAR_KINDS:
+        return _match(a, b, pct, pct)  # a symbolic proof is symmetric: one is enough (each may cost a timeout)
+    return _match(a, b, pct, pct) or _match(b, a, pct, pct)
+
+
 def _vector(node):
     rows = node[1]
     if len(rows[0]) == 1:
@@ -1281,12 +1500,14 @@ def _equivalent(pred, gold):
 def grade(completion, gold):
     """Grade one completion against a gold answer (any shape gold_answer accepts). Never raises on strings."""
     gold_s = gold_answer(gold)
-    if gold_s is None:
+    if gold_s is None and not _gold_given(gold):
         raise ValueError("grade: the gold answer is empty; check the dataset row (see gold_answer)")
     try:
         extracted = extract_answer(completion)
     except Exception:  # a bug here must not take a training run down; it counts as no answer
         extracted = None
+    if gold_s is None:  # a malformed gold (\boxed{ never closed, an empty box): nothing can equal it
+        return Result(0.0, "wrong", extracted, None, None)
     if extracted is None:
         return Result(0.0, "no_answer", None, None, _safe_clean(gold_s))
     if len(extracted) > MAX_ANSWER_CHARS:
@@ -1296,6 +1517,19 @@ def grade(completion, gold):
     except Exception:
         ok, pred_n, gold_n = False, None, _safe_clean(gold_s)
     return Result(1.0 if ok else 0.0, "correct" if ok else "wrong", extracted, pred_n, gold_n)
+
+
+def _gold_given(gold):
+    """Whether a gold carries any text: an empty gold or a row without an answer field is the caller's error
+    (raise: every reward would silently be 0), a malformed one (`\\boxed{` never closed) is one bad row."""
+    if isinstance(gold, str):
+        return bool(gold.strip())
+    if isinstance(gold, (list, tuple)):
+        return bool(gold) and _gold_given(gold[0])
+    if isinstance(gold, dict):
+        return any(gold.get(k) is not None and _gold_given(gold[k])
+                   for k in ("final_answer", "answer", "gold", "solution"))
+    return gold is not None
 
 
 def _safe_clean(s):
