@@ -18,7 +18,7 @@ import torch
 
 import geora
 import tiny
-from test_train import _free_port, _micro_model
+from test_train import _free_port, _micro_model, world  # noqa: F401  (a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -205,3 +205,19 @@ def _micro_init(d):
     m = AutoModelForCausalLM.from_pretrained(d / "model")
     geora.apply_geora(m, rank=4)
     return {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fsdp_one_process_smoke(world, tmp_path):
+    """One GPU still runs every FSDP code path (NCCL, bf16 mixed precision for full fine-tuning)."""
+    d = world
+    for method in ("geora", "full"):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", f"--master_port={_free_port()}",
+               os.path.join(HERE, "train.py"), "--model", str(d / "model"), "--dataset", str(d / "data.jsonl"),
+               "--eval-size", "4", "--eval-dataset", str(d / "data.jsonl"), "--prompts-per-step", "4",
+               "--group-size", "4", "--max-new-tokens", "8", "--rank", "4", "--steps", "2", "--fsdp",
+               "--method", method, "--lr", "1e-3", "--out", str(tmp_path / method), "--device", "cuda"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        steps = _steps(tmp_path, method)
+        assert len(steps) == 2 and all(l["mem_gb"] > 0 for l in steps)

@@ -603,6 +603,16 @@ def test_beta0_metrics_cover_every_completion(world, tmp_path):
     assert a[1]["kl"] > 0
 
 
+def test_gradient_checkpointing_changes_nothing_but_memory(world, tmp_path):
+    """The LLM default: recomputing activations in backward gives the same update."""
+    a = _trainable(train.main(_args(world, tmp_path / "a", "--steps", "2"))["model"])
+    b = _trainable(train.main(_args(world, tmp_path / "b", "--steps", "2", "--gradient-checkpointing"))["model"])
+    init = _init(world)
+    assert any(not torch.equal(a[k], init[k]) for k in a)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
+
+
 def test_weight_decay_pulls_svd_adapters_towards_their_init(world, tmp_path):
     from transformers import AutoModelForCausalLM
     m = AutoModelForCausalLM.from_pretrained(world / "model")
@@ -679,3 +689,20 @@ def test_process_count_changes_nothing(world, tmp_path):
     assert [l["reward"] for l in _lines(tmp_path / "one") if "reward" in l] == [l["reward"] for l in steps]
     ck = json.loads(open(os.path.join(train.latest_checkpoint(str(two)), "state.json")).read())
     assert ck["world"] == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_two_steps_bf16_log_memory_and_score_what_was_sampled(world, tmp_path):
+    """On a GPU: bf16 autocast, mem_gb logged, and the sampler's log-probs agree with token_logprobs
+    (bf16 kernels differ between decoding and scoring: a loose bound, on the mean)."""
+    res = train.main(_args(world, tmp_path, "--steps", "2", "--device", "cuda"))
+    steps = [l for l in _lines(tmp_path) if "reward" in l]
+    assert len(steps) == 2 and all(l["mem_gb"] > 0 for l in steps)
+    model = res["model"]
+    tok = tiny.make_tokenizer()
+    prompts = [format_prompt(tok, r["question"]) for r in tiny.tiny_rows("test", 4)]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        r = grpo.generate(model, tok, prompts, n=4, max_new_tokens=12, seed=3)
+        logp, _ = grpo.token_logprobs(model, r["input_ids"], r["attention_mask"], r["n_completion"])
+    m = r["mask"].to(logp.device)
+    assert ((logp - r["logprobs"].to(logp.device)).abs() * m).sum() / m.sum() < 0.05

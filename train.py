@@ -387,9 +387,11 @@ def build_policy(args, model, ckpt, device, log):
                                 mask=args.mask, svd=args.svd, seed=args.seed)
         log(f"{args.init} adapters: {rep['modules']} modules, {rep['trainable']:,} trainable parameters, "
             f"{rep['seconds']:.1f} s init")
-    if args.gradient_checkpointing:
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if args.gradient_checkpointing:  # (renamed in transformers 5.2x; the old name still works, with a warning)
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     return ref_model, time.time() - t0
 

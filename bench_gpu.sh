@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The GPU suite, one command on a CUDA machine with no hub access (about 8 minutes on one H100/H200):
+#
+#   bash bench_gpu.sh [DATA_DIR] [PARTS]    # DATA_DIR holds gsm8k/train.jsonl (default ../shared/data)
+#
+# PARTS (default all, comma-separated, in this order): r15 (rehearsal at Qwen2.5-1.5B shapes, geora and lora, bf16,
+# 8 prompts x 8 rollouts x 1,024 new tokens), tests (pytest -k cuda: geora exactness, a train.py run, FSDP on one
+# GPU for geora and full), r7 (the rehearsal at Qwen2.5-7B shapes), fsdp (2 steps of torchrun --nproc_per_node=1
+# train.py --fsdp at Qwen2.5-1.5B shapes), layers (bench.py: init and step vs PEFT, peak step memory, and the chunked
+# LM head on one 8 x 1,024-token micro-batch). Each part has its own time limit and the suite a total budget
+# (SUITE_BUDGET, 480 s), so one failure or a slow machine does not stop the rest. Logs and JSON go to out/gpu/; the
+# table at the end is what the README's GPU column quotes.
+set -uo pipefail
+cd "$(dirname "$0")"
+DATA=${1:-../shared/data}
+PARTS=${2:-r15,tests,r7,fsdp,layers}
+DEVICE=${DEVICE:-cuda}        # DEVICE=cpu only to rehearse this script's plumbing on a CPU
+LOG=out/gpu
+mkdir -p "$LOG"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"; } \
+    | tee "$LOG/gpu.txt"
+python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+    | tee -a "$LOG/gpu.txt"
+: > "$LOG/parts.txt"
+
+BUDGET=${SUITE_BUDGET:-480}   # seconds for all parts together; each part also has its own limit
+
+part() {  # part NAME SECONDS COMMAND...: run it under a time limit, log it, record its exit code and seconds
+    local name=$1 limit=$2 t0=$SECONDS
+    shift 2
+    [[ ",$PARTS," == *",$name,"* ]] || return 0
+    local left=$((BUDGET - SECONDS))
+    if ((left < 20)); then echo "$name skipped: suite budget spent" | tee -a "$LOG/parts.txt"; return 0; fi
+    ((limit > left)) && limit=$left
+    timeout "$limit" "$@" > "$LOG/$name.log" 2>&1
+    local rc=$?
+    echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$LOG/parts.txt"
+    tail -n 3 "$LOG/$name.log"
+}
+
+fsdp() {  # the FSDP smoke at the rehearsal's real shapes (full fine-tuning's sharded path runs in the cuda tests,
+          # at micro shapes: its 1.5B checkpoint alone would write 18 GB)
+    torchrun --nproc_per_node=1 --master_port=29517 train.py --model out/rehearsal/qwen2.5-1.5b --fsdp \
+        --method geora --dataset gsm8k --data-dir "$DATA" --steps 2 --prompts-per-step 4 --group-size 4 \
+        --max-new-tokens 256 --beta 0.001 --eval-size 0 --svd lowrank --lr 1e-6 --out "$LOG/fsdp-geora" \
+        --device "$DEVICE"
+}
+
+layers() {
+    local dt=bfloat16
+    [[ $DEVICE == cpu ]] && dt=float32
+    python bench.py --device "$DEVICE" --dtype $dt --parts init,step,mem && \
+    python bench.py --device "$DEVICE" --dtype $dt --parts head --batch 8 --seq 1024
+}
+
+# most important first: a part the budget cuts off is the least missed
+part r15 170 python bench.py --rehearsal --device "$DEVICE" --data-dir "$DATA"
+part tests 100 python -m pytest -q -p no:cacheprovider -k cuda
+part r7 220 python bench.py --rehearsal --device "$DEVICE" --config qwen2.5-7b --data-dir "$DATA"
+part fsdp 70 fsdp
+part layers 90 layers
+cp out/rehearsal-*-cuda.json "$LOG/" 2>/dev/null
+
+python - "$LOG" <<'EOF'
+import glob, json, os, sys
+log = sys.argv[1]
+print("\n== GPU suite:", open(os.path.join(log, "gpu.txt")).read().replace("\n", "; "))
+print("parts:", "; ".join(open(os.path.join(log, "parts.txt")).read().split("\n")))
+print("\n| config | method | init s | est. GB | peak GB | est/peak | gen s/step | gen tok/s | train s/step |")
+print("|---|---|---|---|---|---|---|---|---|")
+for path in sorted(glob.glob(os.path.join(log, "rehearsal-*-cuda.json"))):
+    r = json.load(open(path))
+    for m in ("geora", "lora"):
+        if m in r:
+            x = r[m]
+            print(f"| {r['config']['name']} | {m} | {x['init_s']:.1f} | {x['est_mem_gb']:.1f} | {x['peak_mem_gb']:.1f} | "
+                  f"{x['est_mem_gb'] / max(x['peak_mem_gb'], 1e-9):.2f} | {x['gen_s']:.1f} | {x['gen_tokens_per_s']:.0f} | "
+                  f"{x['train_s']:.1f} |")
+for m in ("geora",):
+    p = os.path.join(log, f"fsdp-{m}", "metrics.jsonl")
+    if os.path.exists(p):
+        steps = [json.loads(l) for l in open(p) if '"reward"' in l]
+        print(f"fsdp smoke {m}: {len(steps)} steps, mem_gb {[s.get('mem_gb') for s in steps]}, "
+              f"s/step {[round(s['gen_s'] + s['train_s'], 1) for s in steps]}")
+for name in ("tests", "layers"):
+    p = os.path.join(log, f"{name}.log")
+    if os.path.exists(p):
+        keep = [l.rstrip() for l in open(p) if l.startswith("|") or " passed" in l or " failed" in l or "bench:" in l]
+        print(f"\n{name}:\n" + "\n".join(keep[-40:]))
+EOF
