@@ -28,6 +28,15 @@ Choices and simplifications:
   their field names are taken from public code that loads them: the hub paths are not exercised by
   the offline tests). With `data_dir`, the same names read DATA_DIR/<name>/<split>.jsonl in the
   layout of the project's shared data folder (Minerva's folder there is `minerva_math`).
+- The paper's two further math benchmarks, hub only (no local copy in the shared data folder, so
+  they are untested offline: the ids, configs and fields below were read from public code and
+  dataset cards that load them, never exercised here). AIME25 is `math-ai/aime25` (split `test`,
+  30 rows, fields `problem`, `answer` (str), `id`). OlymMATH is `RUC-AIBOX/OlymMATH`, English
+  subsets as two benchmarks, `olymmath-en-easy` and `olymmath-en-hard` (configs `en-easy` /
+  `en-hard`, split `test`, 200 problems in all, fields `problem`, `answer` (LaTeX), `subject`,
+  `unique_id`). Which OlymMATH subset the paper reports is not stated where we could read it:
+  both are offered. With `data_dir` they read DATA_DIR/aime25/test.jsonl and
+  DATA_DIR/olymmath_en_easy|olymmath_en_hard/test.jsonl, for anyone who saves a copy there.
 - No loader touches the network when given a local path or `data_dir`; a hub failure (offline,
   gated, renamed) becomes a ValueError that names --data-dir and a local PATH.jsonl.
 """
@@ -72,6 +81,9 @@ DATASETS = {
     "amc23": ("math-ai/amc23", (None,), {"test": "test"}, "amc23"),
     "olympiadbench": ("math-ai/olympiadbench", (None,), {"test": "test"}, "olympiadbench"),
     "minerva": ("math-ai/minervamath", (None,), {"test": "test"}, "minerva_math"),
+    "aime25": ("math-ai/aime25", (None,), {"test": "test"}, "aime25"),                  # untested offline
+    "olymmath-en-easy": ("RUC-AIBOX/OlymMATH", ("en-easy",), {"test": "test"}, "olymmath_en_easy"),
+    "olymmath-en-hard": ("RUC-AIBOX/OlymMATH", ("en-hard",), {"test": "test"}, "olymmath_en_hard"),
 }
 DATASETS["minerva_math"] = DATASETS["minerva"]  # the local folder's name works too
 QUESTION_KEYS = ("question", "problem")
