@@ -110,6 +110,21 @@ worker process (`python reward.py --sympy-worker`, started on first use, one per
 a 2 GiB address-space cap) that is killed when it does not answer within SYMBOLIC_TIMEOUT_S; a timeout is
 `wrong`. This works from threads and DDP ranks (no signal.alarm) and is POSIX-only. Nothing raises out of
 grade() for any completion string or any non-empty gold string; the common numeric path never touches sympy.
+
+Time budget: one grade() call has GRADE_BUDGET_S = 5 s of wall time in all. Each sympy request gets
+min(SYMBOLIC_TIMEOUT_S, what is left); waiting for the worker (held by another thread, or restarting after
+a timeout) is paid from it; the multiset (list, set, union: up to 200 x 200 pairs), tuple and matrix loops,
+the numeric pre-tests of expressions and equations, the written-twice checks (completion and gold) and exact
+factorials and binomials (~0.1 s each at the size caps) check it. Once it is spent nothing more is compared,
+and what was not compared is not equal: `wrong` (a false negative, never a false positive, as a timeout).
+Before it, a list chained timeouts (`\\tan(u+v)` against its addition formula is a 2 s timeout plus a ~1 s
+restart: 3 such items took 6.8 s, 10 would take ~25 s) and 44 binomials `\\binom{99999}{k}` in one answer
+took 4.6 s. Why 5 s: room for two proofs that run to the 2 s limit with the restart between them, so one
+hard item does not cost an answer its other items, while one hostile or unlucky completion costs at most
+about what the ~1,000 ordinary grades of a GRPO step cost together (symbolic ones ~2 ms each), not n x 3 s.
+Exception: the first worker of a process (importing sympy, ~1 s, whatever the input) stops the clock while it
+starts, so that the first symbolic grade is no false negative on a slow machine; restarts are charged.
+gold_answer called on its own has a budget of its own (its written-twice check may need sympy).
 """
 
 import atexit
@@ -134,7 +149,38 @@ MAX_DEPTH = 60               # parse nesting depth
 MAX_BITS = 200_000           # refuse exact/numeric values beyond ~2^MAX_BITS (exponent towers, 10^6!)
 MIN_SIG_DIGITS = 6           # a decimal equals an exact gold (1/3, pi) only with this many digits, rounded
 SYMBOLIC_TIMEOUT_S = 2.0     # wall time for one sympy proof in the worker
+GRADE_BUDGET_S = 5.0         # wall time for all the proofs and matching of one grade() call (see the docstring)
 WORKER_START_TIMEOUT_S = 60.0
+
+
+class _Clock(threading.local):
+    deadline = None  # time.monotonic() at which this thread's grade() call runs out of budget; None: no call
+
+
+_clock = _Clock()
+
+
+def _time_left():
+    """Seconds left in the running grade() call's budget (inf outside one)."""
+    d = _clock.deadline
+    return math.inf if d is None else d - time.monotonic()
+
+
+def _out_of_time():
+    d = _clock.deadline
+    return d is not None and time.monotonic() >= d
+
+
+def _budgeted(fn, *args):
+    """fn(*args) under a fresh GRADE_BUDGET_S budget, or under the running one (gold_answer inside grade)."""
+    c = _clock
+    if c.deadline is not None:
+        return fn(*args)
+    c.deadline = time.monotonic() + GRADE_BUDGET_S
+    try:
+        return fn(*args)
+    finally:
+        c.deadline = None
 
 
 class Result(NamedTuple):
@@ -314,7 +360,7 @@ def gold_answer(raw):
     if "####" in s:
         s = s.rsplit("####", 1)[1].strip().split("\n", 1)[0].strip()
     elif _BOX_RE.search(s):
-        s = _gold_boxes(s) or ""
+        s = _budgeted(_gold_boxes, s) or ""  # its written-twice check may need sympy
     return s or None
 
 
@@ -468,6 +514,11 @@ class _ParseError(Exception):
 
 class _TooBig(Exception):
     pass
+
+
+class _OutOfTime(_TooBig):
+    """The grade() call's budget ran out during an evaluation: a refusal, like a value that is too big, that
+    _prepare lets through rather than caching a tree cut short."""
 
 
 _TOKEN_RE = re.compile(r"\\begin\s*\{[a-zA-Z*]*\}|\\end\s*\{[a-zA-Z*]*\}|\\\\|\\[a-zA-Z]+|\\.|[a-zA-Z]+|\d|\S",
@@ -964,6 +1015,8 @@ def _prepare(s, thousands):
     else:
         try:
             node = _shape(_Parser(_tokenize(clean)).parse())
+        except _OutOfTime:
+            raise  # not cached: the same text is parsed in full by a call that has time left
         except Exception:  # _ParseError, or anything odd in odd input: compare as text only
             node = None
     return clean, node, pct
@@ -1128,6 +1181,8 @@ def _exact(node):
             return None
         if v > 10_000:
             raise _TooBig
+        if _out_of_time():  # up to ~5 ms each (~0.1 s for a binomial), and an answer may hold dozens
+            raise _OutOfTime
         return Fraction(math.factorial(int(v)))
     if k == "binom":
         n, r = _exact(node[1]), _exact(node[2])
@@ -1135,6 +1190,8 @@ def _exact(node):
             return None
         if n > 100_000:
             raise _TooBig
+        if _out_of_time():
+            raise _OutOfTime
         return Fraction(math.comb(int(n), int(r)) if r >= 0 else 0)
     return None
 
@@ -1289,10 +1346,11 @@ def _scalar_equal(g, p, gpct=False, ppct=False):
         return False
     if g == p:
         return True
-    if ("c", "oo") in _atoms(g) or ("c", "oo") in _atoms(p):
+    ga, pa = _atoms(g), _atoms(p)  # once each: this is the common path of a wrong numeric answer
+    if ("c", "oo") in ga or ("c", "oo") in pa:
         return _inf_sign(g) is not None and _inf_sign(g) == _inf_sign(p)
-    names = _vars(g)
-    if names != _vars(p):
+    names = frozenset(a[1] for a in ga if a[0] == "v")
+    if names != frozenset(a[1] for a in pa if a[0] == "v"):
         return False
     try:
         if names:
@@ -1320,6 +1378,8 @@ def _scalar_equal(g, p, gpct=False, ppct=False):
 
 def _symbolic_equal(g, p, names):
     """Expressions with variables: numeric filter at 3 points, then a sympy proof in the worker."""
+    if _out_of_time():
+        return False
     _MP = _TMP.ctx
     seen = 0  # points where both sides are defined
     for env in _points(names):
@@ -1344,6 +1404,8 @@ def _rel_parts(rel):
 
 
 def _rel_equal(g, p):
+    if _out_of_time():
+        return False
     _MP = _TMP.ctx
     (gop, gd), (pop, pd) = _rel_parts(g), _rel_parts(p)
     if gop != pop or _vars(gd) != _vars(pd) or not _vars(gd):
@@ -1409,6 +1471,8 @@ def _match(g, p, gpct, ppct):
         left = list(p[1])
         for x in g[1]:
             for j, y in enumerate(left):
+                if _out_of_time():  # up to 200 x 200 pairs, each of which may need a proof
+                    return False
                 if _match(x, y, gpct, ppct):
                     del left[j]
                     break
@@ -1417,9 +1481,9 @@ def _match(g, p, gpct, ppct):
         return True
     if k == "tuple":
         if p[0] == "tuple" and len(p[1]) == len(g[1]):
-            return all(_match(x, y, gpct, ppct) for x, y in zip(g[1], p[1]))
+            return all(not _out_of_time() and _match(x, y, gpct, ppct) for x, y in zip(g[1], p[1]))
         if p[0] == "matrix" and _vector(p) is not None and len(_vector(p)) == len(g[1]):
-            return all(_match(x, y, gpct, ppct) for x, y in zip(g[1], _vector(p)))
+            return all(not _out_of_time() and _match(x, y, gpct, ppct) for x, y in zip(g[1], _vector(p)))
         if p[0] == "interval" and len(g[1]) == 2:
             return _match(("interval", False, g[1][0], g[1][1], False), p, gpct, ppct)
         return False
@@ -1437,7 +1501,7 @@ def _match(g, p, gpct, ppct):
             return _match(("tuple", _vector(g)), p, gpct, ppct)
         if p[0] != "matrix" or len(p[1]) != len(g[1]) or len(p[1][0]) != len(g[1][0]):
             return False
-        return all(_scalar_equal(x, y) for rg, rp in zip(g[1], p[1]) for x, y in zip(rg, rp))
+        return all(not _out_of_time() and _scalar_equal(x, y) for rg, rp in zip(g[1], p[1]) for x, y in zip(rg, rp))
     if k == "choice":
         return p[0] == "choice" and p[1] == g[1] or p == ("v", g[1])
     if p[0] == "choice":
@@ -1498,7 +1562,19 @@ def _equivalent(pred, gold):
 
 
 def grade(completion, gold):
-    """Grade one completion against a gold answer (any shape gold_answer accepts). Never raises on strings."""
+    """Grade one completion against a gold answer (any shape gold_answer accepts). Never raises on strings;
+    returns within GRADE_BUDGET_S (what was not compared in time is not equal: `wrong`)."""
+    c = _clock
+    if c.deadline is not None:
+        return _grade(completion, gold)
+    c.deadline = time.monotonic() + GRADE_BUDGET_S
+    try:
+        return _grade(completion, gold)
+    finally:
+        c.deadline = None
+
+
+def _grade(completion, gold):
     gold_s = gold_answer(gold)
     if gold_s is None and not _gold_given(gold):
         raise ValueError("grade: the gold answer is empty; check the dataset row (see gold_answer)")
@@ -1547,8 +1623,20 @@ def reward(completion, gold):
 # ---------------------------------------------------------------------------------------------------------
 # the sympy worker: a child process so that a runaway simplify can be killed from any thread
 
-_worker = None
+class _Worker:
+    __slots__ = ("proc", "pid", "ready", "since", "first")
+
+    def __init__(self, proc, first):
+        self.proc, self.pid, self.ready, self.since, self.first = proc, os.getpid(), False, time.monotonic(), first
+
+
+_worker = None           # this process's _Worker (or the parent's, inherited through fork), or None
+_spawned_in = None       # pid of the process that last started a worker: its first start is not charged
 _worker_lock = threading.Lock()
+
+
+def _worker_argv():
+    return [sys.executable, os.path.abspath(__file__), "--sympy-worker"]
 
 
 def _encode(node):
@@ -1559,13 +1647,26 @@ def _decode(text):
     return json.loads(text, object_hook=lambda d: Fraction(*d["q"]) if "q" in d else d)
 
 
+def _spawn():
+    """Start a worker without waiting for it (it imports sympy, ~1 s); _await_ready waits. None if it cannot."""
+    global _worker, _spawned_in
+    first, _spawned_in = _spawned_in != os.getpid(), os.getpid()
+    try:
+        proc = subprocess.Popen(_worker_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, bufsize=0, close_fds=True)
+    except OSError:
+        return None
+    _worker = _Worker(proc, first)
+    return _worker
+
+
 def _kill_worker():
     global _worker
     w, _worker = _worker, None
-    if w is not None and w[1] == os.getpid():
+    if w is not None and w.pid == os.getpid():
         try:
-            w[0].kill()
-            w[0].wait(timeout=5)
+            w.proc.kill()
+            w.proc.wait(timeout=5)
         except Exception:
             pass
 
@@ -1574,6 +1675,7 @@ atexit.register(_kill_worker)
 
 
 def _read_line(proc, timeout):
+    """One line from the worker; None when none came within timeout, "" (or a partial line) if it died."""
     fd, buf = proc.stdout.fileno(), b""
     deadline = time.monotonic() + timeout
     while not buf.endswith(b"\n"):
@@ -1584,45 +1686,74 @@ def _read_line(proc, timeout):
         if ready:
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                return None
+                return buf.decode(errors="replace")
             buf += chunk
-    return buf.decode()
+    return buf.decode(errors="replace")
+
+
+def _await_ready(w):
+    """Wait for a starting worker's "ready" line: up to WORKER_START_TIMEOUT_S after its start, and no longer
+    than the grade() budget has left, except for the first worker of a process, whose start stops the budget's
+    clock (a one-off ~1 s that does not depend on the input). A worker still starting when the budget runs out
+    is left to start: the next request finds it ready."""
+    now = time.monotonic()
+    give_up = w.since + WORKER_START_TIMEOUT_S
+    wait = give_up - now
+    if not w.first:
+        wait = min(wait, _time_left())
+    line = _read_line(w.proc, max(wait, 0.0))
+    if w.first and _clock.deadline is not None:
+        _clock.deadline += time.monotonic() - now
+    if line == "ready\n":
+        w.ready = True
+        return True
+    if line is not None or time.monotonic() >= give_up:  # it died, or never got going
+        _kill_worker()
+    return False
 
 
 def _ask_sympy(request):
-    """Send one proof request to the worker; True only if it answers True within SYMBOLIC_TIMEOUT_S."""
+    """Send one proof request to the worker; True only if it answers True in time: within SYMBOLIC_TIMEOUT_S
+    and within what is left of the grade() call's budget, which also pays for waiting for the worker (held
+    by another thread, or restarting after a timeout). Out of time is False, like a proof that fails."""
     global _worker
-    with _worker_lock:
-        if _worker is not None and _worker[1] != os.getpid():  # inherited through fork: the parent's worker
-            for pipe in (_worker[0].stdin, _worker[0].stdout):
+    left = _time_left()
+    if left <= 0:
+        return False
+    if not _worker_lock.acquire(timeout=min(left, threading.TIMEOUT_MAX) if left != math.inf else -1):
+        return False
+    try:
+        w = _worker
+        if w is not None and w.pid != os.getpid():  # inherited through fork: the parent's worker
+            for pipe in (w.proc.stdin, w.proc.stdout):
                 try:
                     pipe.close()  # our copies only; the parent keeps talking to it
                 except OSError:
                     pass
-            _worker = None
-        if _worker is None:
-            try:
-                proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sympy-worker"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                        bufsize=0, close_fds=True)
-            except OSError:
+            w = _worker = None
+        if w is None:
+            w = _spawn()
+            if w is None:
                 return False
-            _worker = (proc, os.getpid())
-            if _read_line(proc, WORKER_START_TIMEOUT_S) != "ready\n":
-                _kill_worker()
-                return False
-        proc = _worker[0]
+        if not w.ready and not _await_ready(w):
+            return False
+        timeout = min(SYMBOLIC_TIMEOUT_S, _time_left())
+        if timeout <= 0:
+            return False
         try:
-            proc.stdin.write((_encode(request) + "\n").encode())
-            proc.stdin.flush()
+            w.proc.stdin.write((_encode(request) + "\n").encode())
+            w.proc.stdin.flush()
         except OSError:
             _kill_worker()
             return False
-        line = _read_line(proc, SYMBOLIC_TIMEOUT_S)
-        if line is None:
-            _kill_worker()  # timeout (or crash): the next request starts a fresh worker
+        line = _read_line(w.proc, timeout)
+        if line is None or not line.endswith("\n"):  # out of time (or it crashed): the proof cannot be stopped,
+            _kill_worker()                            # so the worker goes, and its successor starts now, to
+            _spawn()                                  # import sympy while the caller goes on
             return False
-        return line.strip() == "true"
+        return line == "true\n"
+    finally:
+        _worker_lock.release()
 
 
 def _worker_main():

@@ -1,5 +1,6 @@
 """Tests for reward.py: written cases for every rule (both directions), the real-data checks (skipped when
-../shared/data is absent), injection payloads, the time bound of the sympy step, and a seeded property test.
+../shared/data is absent), injection payloads, the time bounds (one sympy proof; the budget of one grade call),
+and a seeded property test.
 
     python -m pytest -q test_reward.py
 """
@@ -9,6 +10,8 @@ import multiprocessing
 import os
 import random
 import re
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -544,6 +547,117 @@ def test_symbolic_in_forked_worker():
     grade(r"\boxed{(x+1)^2}", "x^2+2x+1")                # the parent owns a sympy worker ...
     with multiprocessing.get_context("fork").Pool(1) as pool:
         assert pool.map(_grade_in_child, [0]) == [C]      # ... and a forked child starts its own
+
+
+# --- the time budget of one grade() call (GRADE_BUDGET_S): chains of proofs, waits for the worker
+
+FAKE_WORKER = """
+import sys, time
+time.sleep(float(sys.argv[1]))
+print("ready", flush=True)
+for line in sys.stdin:
+    time.sleep(float(sys.argv[2]))
+    print("true", flush=True)
+"""
+
+
+@pytest.fixture
+def fake_worker(monkeypatch):
+    """use(start, proof): from now on the sympy worker is a stub that is ready `start` s after it is started and
+    answers every request `true` after `proof` s: slow proofs that succeed, so that only the budget can stop a
+    chain of them (every pair below is a true identity)."""
+    def use(start=0.0, proof=0.0):
+        R._kill_worker()
+        monkeypatch.setattr(R, "_worker_argv", lambda: [sys.executable, "-c", FAKE_WORKER, str(start), str(proof)])
+    yield use
+    R._kill_worker()
+    R._spawned_in = None  # the next symbolic grade starts a real worker, as a process's first (not charged)
+
+
+PROOF_S, BUDGET_S, SLACK_S = 0.05, 0.08, 0.2  # the budget has room for one stub proof, not two
+CHAINS = [  # (completion, gold, proofs the comparison makes in series)
+    (r"\boxed{1+x, 2+x, 3+x, 4+x, 5+x, 6+x}", "x+1, x+2, x+3, x+4, x+5, x+6", 6),                  # multiset
+    (r"\boxed{\begin{pmatrix} 1+x & 2+x & 3+x \\ 4+x & 5+x & 6+x \end{pmatrix}}",
+     r"\begin{pmatrix} x+1 & x+2 & x+3 \\ x+4 & x+5 & x+6 \end{pmatrix}", 6),                        # matrix
+    (r"\boxed{[1+x, 2+x] \cup [3+x, 4+x] \cup (5+x, 6+x]}", r"[x+1, x+2] \cup [x+3, x+4] \cup (x+5, x+6]", 6),
+    (r"\boxed{y+x=1, y+x=2, y+x=3, y+x=4}", "x+y=1, x+y=2, x+y=3, x+y=4", 4),                       # equations
+    (r"\boxed{x+1}, \boxed{x+1}, \boxed{x+1}, \boxed{1+x}", "x+1", 4),                              # written twice
+    (r"\boxed{x+1}", r"\boxed{1+x} or \boxed{2+x-1} or \boxed{3+x-2} or \boxed{x+1}", 3),         # ... in a gold
+]
+
+
+def test_budget_stops_chains_of_proofs(fake_worker, monkeypatch):
+    fake_worker(proof=PROOF_S)
+    budget = R.GRADE_BUDGET_S
+    for completion, gold, n in CHAINS:
+        monkeypatch.setattr(R, "GRADE_BUDGET_S", budget)
+        assert grade(r"\boxed{2+x}", "x+2").status == C       # one slow proof fits (and the stub is up)
+        monkeypatch.setattr(R, "GRADE_BUDGET_S", BUDGET_S)    # without a budget: n * PROOF_S and `correct`
+        t = time.perf_counter()
+        r = grade(completion, gold)
+        elapsed = time.perf_counter() - t
+        assert r.status == W and elapsed < BUDGET_S + SLACK_S, (completion, r, elapsed, n * PROOF_S)
+
+
+def test_budget_with_real_sympy(monkeypatch):
+    """tan(u+v) against its addition formula is true but takes sympy more than SYMBOLIC_TIMEOUT_S: each pair
+    was a 2 s timeout plus a worker restart, so a list of them cost n of those (10 items: ~25 s)."""
+    assert grade(r"\boxed{(x+1)^2, (x-1)^2}", "x^2-2x+1, x^2+2x+1").status == C   # ordinary symbolic cases
+    assert grade(r"\boxed{\left(\frac{x}{2}, x^2-1\right)}", r"(x/2, (x-1)(x+1))").status == C
+    assert grade(r"\boxed{y = 2x+1}", "2x - y + 1 = 0").status == C
+    f = r"\frac{\tan u + \tan v}{1 - \tan u \tan v}"
+    monkeypatch.setattr(R, "GRADE_BUDGET_S", 0.3)
+    t = time.perf_counter()
+    r = grade(r"\boxed{%s}" % ", ".join([f] * 10), r"\tan(u+v), " + ", ".join(map(str, range(1, 10))))
+    assert r.status == W and time.perf_counter() - t < 0.3 + SLACK_S
+
+
+def test_budget_covers_exact_arithmetic(monkeypatch):
+    """No sympy at all: 44 binomials of ~100,000-bit values (each ~0.1 s on CPython 3.11, each within the size
+    caps) in one 923-character answer took 4.6 s against the gold 5."""
+    huge = "+".join(r"\binom{99999}{%d}" % (49999 - k) for k in range(44))
+    monkeypatch.setattr(R, "GRADE_BUDGET_S", 0.1)
+    for pred, gold in ((huge, "5"), ("x = %s = 3" % huge, "3")):  # the second is evaluated by the parser
+        t = time.perf_counter()
+        assert grade(r"\boxed{%s}" % pred, gold).status == W
+        assert time.perf_counter() - t < 0.1 + SLACK_S + 0.15  # + the one binomial under way
+
+
+def test_budget_covers_waiting_for_the_worker(monkeypatch):
+    assert grade(r"\boxed{(x+1)^2}", "x^2+2x+1").status == C
+    held, done = threading.Event(), threading.Event()
+
+    def hold():  # another thread's long proof holds the worker
+        with R._worker_lock:
+            held.set()
+            done.wait(3.0)
+
+    th = threading.Thread(target=hold)
+    th.start()
+    held.wait()
+    monkeypatch.setattr(R, "GRADE_BUDGET_S", 0.1)
+    t = time.perf_counter()
+    r = grade(r"\boxed{(x+2)^2}", "x^2+4x+4")
+    elapsed = time.perf_counter() - t
+    done.set()
+    th.join()
+    assert r.status == W and elapsed < 0.1 + SLACK_S, (r, elapsed)
+
+
+def test_budget_covers_a_restarting_worker(fake_worker, monkeypatch):
+    fake_worker(start=0.25)
+    R._spawned_in = os.getpid()                          # a restart (after a timeout): its start is charged
+    monkeypatch.setattr(R, "GRADE_BUDGET_S", 0.1)
+    t = time.perf_counter()
+    assert grade(r"\boxed{1+x}", "x+1").status == W
+    assert time.perf_counter() - t < 0.1 + SLACK_S
+    pid = R._worker.proc.pid                             # still starting: it is not killed ...
+    monkeypatch.setattr(R, "GRADE_BUDGET_S", 5.0)
+    assert grade(r"\boxed{1+x}", "x+1").status == C and R._worker.proc.pid == pid   # ... the next grade uses it
+    fake_worker(start=0.15)
+    R._spawned_in = None                                 # a process's first worker: its start is not charged
+    monkeypatch.setattr(R, "GRADE_BUDGET_S", 0.1)
+    assert grade(r"\boxed{2+x}", "x+2").status == C
 
 
 def _random_strings(n, seed=0):
