@@ -31,9 +31,11 @@ local GSM8K copy for 2 GRPO steps: on CPU 2 prompts x 4 rollouts, 128 new tokens
 tokens, bf16. A random model never says EOS, so every completion runs to the token limit (the worst case the estimate
 plans for) and no reward is ever earned: --beta 0.001 (the paper's KL coefficient) keeps every completion in the
 backward pass. GeoRA uses svd=lowrank (the full SVD of 196 matrices takes minutes on a CPU: bench.py --parts init
-times both). Results: out/rehearsal.json (and out/rehearsal-<config>-<device>.json) with, per method, init_s,
+times both). --parallel starts the methods side by side (the GPU suite does: on one GPU each process is bound by
+Python's per-token overhead, so they barely slow each other); their seconds are then upper bounds. Results: out/rehearsal.json (and out/rehearsal-<config>-<device>.json) with, per method, init_s,
 est_mem_gb (memory.estimate, what train.py prints), peak_mem_gb (the largest step peak: RSS on CPU, max allocated on
-CUDA), gen_s, gen_tokens_per_s, train_s (means over the 2 steps), plus device and config.
+CUDA; on CPU glibc's mmap threshold is pinned, as for --parts mem, so that RSS follows the live tensors), gen_s,
+gen_tokens_per_s, train_s (means over the 2 steps), plus device and config.
 Test-only dependency: peft (never imported by the core files).
 """
 
@@ -71,6 +73,8 @@ def parse(argv=None):
     p.add_argument("--rehearsal", action="store_true", help="2 GRPO steps of train.py at a real model's shapes")
     p.add_argument("--config", default="qwen2.5-1.5b", choices=sorted(memory.CONFIGS))
     p.add_argument("--methods", default="geora,lora", help="rehearsal methods")
+    p.add_argument("--parallel", action="store_true", help="rehearsal: run the methods side by side (one GPU is "
+                                                             "bound by Python's per-token overhead, not compute)")
     p.add_argument("--data-dir", default=os.path.join(HERE, "..", "shared", "data"), help="holds gsm8k/train.jsonl")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one memory measurement
     return p.parse_args(argv)
@@ -281,8 +285,11 @@ def rehearsal_model(args):
                                pad_token_id=tok.pad_token_id, bos_token_id=None)
     torch.manual_seed(0)
     device = args.device if args.device.startswith("cuda") else "cpu"
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)   # random init, in bf16 like a checkpoint
+    with torch.device(device):  # random init, in bf16 like a checkpoint (older transformers: torch_dtype)
+        try:
+            model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        except TypeError:
+            model = AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.bfloat16)
     model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
     tmp = out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -304,16 +311,23 @@ def rehearse(args):
     res = {"device": torch.cuda.get_device_name() if cuda else f"cpu ({os.cpu_count()} cores)",
            "config": dict(name=args.config, **memory.CONFIGS[args.config], prompts=prompts, group=group,
                           new_tokens=new, dtype="bf16" if cuda else "fp32")}
+    runs = {}
     for method in args.methods.split(","):
         out = os.path.join(HERE, "out", "rehearsal", f"run-{args.config}-{method}")
         cmd = [sys.executable, os.path.join(HERE, "train.py"), "--model", path, "--method", method, "--dataset", "gsm8k",
                "--data-dir", args.data_dir, "--steps", "2", "--prompts-per-step", str(prompts), "--group-size", str(group),
                "--max-new-tokens", str(new), "--beta", "0.001", "--svd", "lowrank", "--eval-size", "0",
                "--out", out, "--device", args.device]
-        t1 = time.time()
-        p = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
-        if p.returncode:
-            raise SystemExit(f"rehearsal {method} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        # as for bench.py's mem part: glibc returns freed blocks at once, so the CPU's RSS tracks live tensors
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        log = open(out + ".log", "w")  # the run's own output, kept beside its directory
+        runs[method] = (out, time.time(), subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, env=env))
+        if not args.parallel:
+            runs[method][2].wait()
+    for method, (out, t1, proc) in runs.items():
+        if proc.wait():
+            raise SystemExit(f"rehearsal {method} failed: see {out}.log")
         with open(os.path.join(out, "metrics.jsonl")) as f:
             lines = [json.loads(l) for l in f]
         setup = next(l for l in lines if l.get("setup"))
@@ -323,7 +337,7 @@ def rehearse(args):
                            peak_mem_gb=max(l.get("mem_gb", 0.0) for l in steps), gen_s=mean("gen_s"),
                            gen_tokens_per_s=mean("gen_tokens_per_s"), train_s=mean("train_s"),
                            rollout_batch=setup["rollout_batch"], response_len=mean("response_len"),
-                           trainable=setup["trainable"], wall_s=round(time.time() - t1, 1))
+                           trainable=setup["trainable"], wall_s=round(time.time() - t1, 1), parallel=args.parallel)
         r = res[method]
         print(f"{method}: init {r['init_s']:.1f} s, memory est {r['est_mem_gb']:.2f} GB vs peak {r['peak_mem_gb']:.2f} GB "
               f"({r['est_mem_gb'] / max(r['peak_mem_gb'], 1e-9):.2f}x), generate {r['gen_s']:.1f} s "

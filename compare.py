@@ -46,8 +46,8 @@ Choices:
   policy = the last step's `kl` (k3 per token over all completions; full fine-tuning keeps a frozen copy
   with --log-kl so its KL is measured like the adapters'); S_head and relative update from the final eval
   line; trainable parameters; seconds per step = median of gen_s + train_s; peak memory = the largest
-  `mem_gb` in metrics.jsonl (peak CUDA memory of a step, logged on CUDA), else the worker's
-  torch.cuda.max_memory_allocated, else its peak RSS (`peak_mem_source` says which).
+  `mem_gb` in metrics.jsonl (a step's peak: CUDA max allocated, or the peak RSS on a CPU), else the
+  worker's torch.cuda.max_memory_allocated, else its peak RSS (`peak_mem_source` says cuda or rss).
 - Defaults: --steps and the rest of train.py's settings are train.py's own (the preset's, else its LLM
   defaults); --eval-every defaults to the run's length (train.py evaluates the holdout before the first step
   and after the last: the selection needs the final accuracy, and the reward/KL curves come from every
@@ -548,8 +548,9 @@ def summarize_real(p, benches, in_domain):
     steps = [l for l in lines if "reward" in l]
     evals = [l for l in lines if "eval_acc" in l]
     mem = [l["mem_gb"] for l in steps if l.get("mem_gb") is not None]
-    if mem:
-        peak, source = max(mem), "cuda"
+    setup = next((l for l in lines if l.get("setup")), {})
+    if mem:  # train.py's per-step peak: CUDA max allocated, or the peak RSS on a CPU
+        peak, source = max(mem), "cuda" if str(setup.get("device", "")).startswith("cuda") else "rss"
     elif info.get("cuda_peak_gb"):
         peak, source = info["cuda_peak_gb"], "cuda"
     else:

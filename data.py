@@ -13,7 +13,8 @@ Choices and simplifications:
 - One rule picks the fields of every dataset: the question is the first of `question`, `problem`
   present in a row; the gold is the first of `final_answer`, `answer`, `solution`. That reads all the
   named datasets below, on the hub and in the local layout alike (GSM8K's `answer` is a worked
-  solution ending in `#### N`; MATH has only a `solution` whose last \\boxed{} is the gold; MATH-500
+  solution ending in `#### N`; MATH has only a `solution` whose final \\boxed{} answer is the gold (adjacent
+  boxes form one list answer, as reward.gold_answer reads them: "find all solutions"); MATH-500
   has both and `answer` wins; OlympiadBench's `final_answer` is a list). `--question-key` /
   `--answer-key` override the rule for other files.
 - Raw golds (strings, AMC floats, OlympiadBench lists, whole solutions) become one gold string with

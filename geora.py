@@ -120,13 +120,15 @@ def geora_mask(W, r, rho, mask="union", svd="full", niter=4, generator=None, buf
     return m_spec | m_euc if mask == "union" else m_spec & m_euc
 
 
-def init_factors(W, r, rho=0.2, scale=1.0, init="geora", mask="union", svd="full", niter=4, generator=None):
-    """(A0 (r x in), B0 (out x r), kept mask fraction) for one fp32 weight W; s * B0 A0 is the chosen rank-r part."""
+def init_factors(W, r, rho=0.2, scale=1.0, init="geora", mask="union", svd="full", niter=4, generator=None,
+                 buf=None):
+    """(A0 (r x in), B0 (out x r), kept mask fraction) for one fp32 weight W; s * B0 A0 is the chosen rank-r part.
+    buf: an optional scratch matrix shaped like W (apply_geora reuses one per shape)."""
     kept = 1.0
     if init in ("pissa", "milora"):
         M = W
     else:  # the geora family decomposes the masked weight
-        buf = torch.empty_like(W)
+        buf = torch.empty_like(W) if buf is None else buf
         keep = geora_mask(W, r, rho, mask, svd, niter, generator, buf)
         kept = torch.count_nonzero(keep).item() / keep.numel()
         M = torch.mul(W, keep, out=buf)  # W_geo, in the scratch buffer
@@ -260,6 +262,7 @@ def apply_geora(model, rank=16, rho=0.2, alpha=None, targets=None, init="geora",
             raise ValueError(f"rank {rank} exceeds min(out, in) = {min(lin.weight.shape)} of {name}: lower --rank")
     scale = alpha / rank
     new, kept = {}, []
+    scratch = {}  # fp32 matrices reused across layers of one shape: a fresh 55 MB buffer costs its page faults
     for name, lin in found:  # one matrix at a time in fp32: peak extra memory a few times the largest W
         gen = torch.Generator().manual_seed(_module_seed(seed, name))
         if init == "lora":  # PEFT's default LoRA init: Kaiming-uniform A, zero B
@@ -268,10 +271,16 @@ def apply_geora(model, rank=16, rho=0.2, alpha=None, targets=None, init="geora",
             new[name] = GeoRALinear(lin, A0.to(lin.weight.device), None, scale)
             continue
         with torch.no_grad():
-            A0, B0, frac = init_factors(lin.weight.float(), rank, rho, scale, init, mask, svd, niter, gen)
+            key = (tuple(lin.weight.shape), lin.weight.device)
+            if key not in scratch:
+                scratch[key] = [torch.empty(key[0], device=key[1]) for _ in range(2)]
+            W32, buf = scratch[key]
+            W = lin.weight if lin.weight.dtype == torch.float32 else W32.copy_(lin.weight)
+            A0, B0, frac = init_factors(W, rank, rho, scale, init, mask, svd, niter, gen, buf=buf)
         new[name] = GeoRALinear(lin, A0, B0, scale)
         kept.append(frac)
-        del A0, B0
+        del A0, B0, W
+    del scratch
     _install(model, new, dict(rank=rank, rho=rho, alpha=alpha, targets=list(targets), init=init, mask=mask, svd=svd,
                               niter=niter, seed=seed))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -24,7 +24,7 @@ Choices, stated once:
 - Log-probs use logits / temperature: the distribution the samples came from. The LM head runs
   inside the checkpointed per-chunk log-softmax (token_logprobs swaps it for a stand-in during
   the forward), so neither the forward nor the backward ever holds the (tokens, V) logits of a
-  whole micro-batch: one chunk of --chunk-bytes (default 512 MB of fp32) at a time.
+  whole micro-batch: one chunk (default 256 MB of fp32 logits) at a time.
 - The sampled policy is the scored policy. transformers fills every generation field a call
   leaves unset from the checkpoint's generation_config.json (Qwen2.5 Instruct ships
   repetition_penalty 1.05, top_k 20, top_p 0.8, temperature 0.7): any of those would make the
@@ -68,16 +68,18 @@ def group_advantages(rewards, group_size, eps=1e-4, scale=True):
 
 # ----------------------------------------------------------------------------- log-probs
 
-def _chunk_logp(hidden, weight, bias, targets, temperature):
-    """hidden (n, H), the LM head's weight (V, H) / bias, targets (n,) -> (log p(target), entropy),
-    both fp32 (n,). The (n, V) logits live only inside this function."""
+def _chunk_logp(hidden, weight, bias, targets, temperature, entropy_out):
+    """hidden (n, H), the LM head's weight (V, H) / bias, targets (n,) -> log p(target) (n,) fp32. The (n, V)
+    logits live only inside this function. The entropy (logged only) is appended to entropy_out on the first
+    call: a checkpoint runs this function again in backward, and the second time it is not needed."""
     z = F.linear(hidden, weight, bias).float() / temperature        # (n, V) fp32, one chunk only
     lse = torch.logsumexp(z, dim=-1)                                # (n,)
     logp = z.gather(-1, targets[:, None]).squeeze(-1) - lse
-    with torch.no_grad():                                           # entropy is only logged
-        p = torch.softmax(z, dim=-1)
-        entropy = lse - (p * z).sum(-1)
-    return logp, entropy
+    if not entropy_out:
+        with torch.no_grad():                                       # sum_v p_v z_v as a batched dot: no 3rd (n, V)
+            p = torch.softmax(z, dim=-1)
+            entropy_out.append(lse - (p.unsqueeze(1) @ z.unsqueeze(2)).view(-1))
+    return logp
 
 
 class _LogprobHead(nn.Module):
@@ -94,16 +96,16 @@ class _LogprobHead(nn.Module):
         h = hidden[:, :L].reshape(B * L, -1)                         # position j predicts token j+1
         t = self.targets.reshape(B * L)
         w, b = self.head.weight, self.head.bias
-        outs = []
+        logps, ents = [], []
         for i in range(0, B * L, self.chunk):
-            args = (h[i:i + self.chunk], w, b, t[i:i + self.chunk], self.temperature)
+            ent = []
+            args = (h[i:i + self.chunk], w, b, t[i:i + self.chunk], self.temperature, ent)
             if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad):
-                outs.append(checkpoint(_chunk_logp, *args, use_reentrant=False))  # backward: one chunk too
+                logps.append(checkpoint(_chunk_logp, *args, use_reentrant=False))  # backward: one chunk too
             else:
-                outs.append(_chunk_logp(*args))
-        logp = torch.cat([o[0] for o in outs])
-        ent = torch.cat([o[1] for o in outs])
-        return torch.stack([logp, ent.to(logp.dtype)], -1).view(B, L, 2)
+                logps.append(_chunk_logp(*args))
+            ents.append(ent[0])
+        return torch.stack([torch.cat(logps), torch.cat(ents)], -1).view(B, L, 2)
 
 
 def _head_name(model):
@@ -115,7 +117,7 @@ def _head_name(model):
 
 
 def token_logprobs(model, input_ids, attention_mask, n_completion_tokens, temperature=1.0,
-                   chunk_tokens=None, chunk_bytes=1 << 29):
+                   chunk_tokens=None, chunk_bytes=1 << 28):
     """Log-probs of the last n_completion_tokens tokens of each row, under logits / temperature.
 
     input_ids, attention_mask: (B, T) prompt + completion, prompts left-padded so every

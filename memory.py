@@ -21,19 +21,22 @@ Choices and simplifications (each checked against measured peaks by `python benc
   keeps a frozen fp32 copy of the weights (train.py's ref_model).
 - Activations per token per decoder layer, without checkpointing: the RMSNorm inputs in fp32, the
   q/k/v/o projections and rotary copies, attention's output, the MLP's gate, up, act and product.
-  With --gradient-checkpointing: each layer's input, plus one layer's full set while it is
-  recomputed, plus its gradients. These are counts of the tensors autograd keeps for Qwen2/Llama
-  blocks, not measurements; the rehearsal measures how close they land.
-- Logits: token_logprobs applies the LM head chunk by chunk, so one (chunk, V) fp32 block and two
-  of its temporaries (softmax, gradient) at a time, never (tokens, V).
-- Sampling: the KV cache is rollout-batch x (prompt + new tokens) x layers x 2 x kv-heads x head-dim;
-  the prefill runs the whole prompt batch through one layer at a time (its MLP is the big part); the
-  Gumbel-max sampler works on (rows, V) in fp32/fp64/int64 (about 40 bytes per entry).
+  With --gradient-checkpointing: each layer's input, plus one layer's full set (and a quarter more
+  for its gradients) while it is recomputed; the LM head's chunks come first in backward, so the
+  larger of the two counts. These are counts of the tensors autograd keeps for Qwen2/Llama blocks,
+  not measurements; the rehearsal measures how close they land.
+- Logits: token_logprobs applies the LM head chunk by chunk, so one (chunk, V) fp32 block and three
+  of its temporaries (logsumexp's exp, the softmax, the gradient) at a time, never (tokens, V).
+- Sampling: the KV cache is rollout-batch x (prompt + new tokens) x layers x 2 x kv-heads x head-dim,
+  with the Gumbel-max sampler's (rows, V) work in fp32/fp64/int64 (about 40 bytes per entry); before
+  it grows, the prefill runs the whole prompt batch through one layer at a time (its MLP is the big
+  part): the larger of the two.
 - Overhead: the CUDA context and allocator slack (1 GiB), or the Python process with torch and
   transformers imported (0.6 GiB) on CPU.
 - FSDP (--fsdp): weights, and for full fine-tuning the whole trainable state, are divided by the
   number of processes; while a layer computes, its gathered copy (two at a time, with prefetch) and
-  the root's embedding / LM head are whole. Rollouts run unsharded when the whole bf16 model fits
+  the root's embedding / LM head are whole. train.py loads the whole model on every device before it
+  shards it (and full fine-tuning's KL reference copy with it): that load must fit too. Rollouts run unsharded when the whole bf16 model fits
   next to the KV cache (torchtune's choice: no all-gather per token), otherwise sharded.
 - The budget is 90% of the device's memory (CUDA: total memory; CPU: MemAvailable), the rest left
   to fragmentation. The automatic --rollout-batch is the largest chunk (of this process's
@@ -41,7 +44,6 @@ Choices and simplifications (each checked against measured peaks by `python benc
 """
 
 import argparse
-import math
 import os
 
 import torch
@@ -101,16 +103,16 @@ def activation_bytes_per_token(s, act, adapters):
     """Bytes autograd keeps per token for one decoder layer (act: bytes of the compute dtype)."""
     H, I = s["hidden"], s["mlp"]
     q, kv = s["heads"] * s["head_dim"], s["kv_heads"] * s["head_dim"]
-    norms = 2 * (4 * H + act * H)                        # RMSNorm: fp32 input and the scaled output
-    attn = act * (2 * q + 4 * kv + q + q)                # q, k, v (+ rotary copies), attention out, o input
-    mlp = act * (H + 4 * I)                              # gate / up inputs, gate, up, act(gate), product
-    adapter = 4 * (6 * H + I) if adapters else 0         # fp32 copies of the adapted inputs
+    norms = 2 * (8 * H + act * H)                        # 2 RMSNorms: fp32 input, fp32 normalised, the output
+    attn = act * (5 * q + 6 * kv)                        # q, k, v, their rotary copies, attention's out, o's input
+    mlp = act * 4 * I                                    # gate, up, act(gate), their product (down's input)
+    adapter = 4 * (6 * H + I) if adapters else 0         # fp32 copies of the adapted inputs (q, k, v each their own)
     return norms + attn + mlp + adapter
 
 
 def estimate(config, method="geora", rank=16, device="cuda", dtype="auto", rollouts=64, rollout_batch=None,
              micro_batch=8, prompt_tokens=1024, new_tokens=1024, gradient_checkpointing=True,
-             chunk_bytes=1 << 29, ref_copy=False, world=1, fsdp=False, budget=None):
+             chunk_bytes=1 << 28, ref_copy=False, world=1, fsdp=False, budget=None):
     """Memory of one process of a run, in bytes, itemised. rollouts: this process's completions per step.
     budget: bytes available (default: 90% of this machine's device memory). Returns a dict with the
     components, 'total', 'budget', 'rollout_batch' (chosen when None), 'fits' and 'fsdp_generate'."""
@@ -136,29 +138,30 @@ def estimate(config, method="geora", rank=16, device="cuda", dtype="auto", rollo
     static = sum(out.values()) + (GiB if cuda else 0.6 * GiB)
     T = prompt_tokens + new_tokens
 
-    # scoring one micro-batch: kept activations + one recomputed layer and its gradients + logits chunk
+    # scoring one micro-batch. Backward meets the LM head's chunks first, then one layer at a time: with
+    # checkpointing the layers' inputs stay, and the layer being recomputed holds its activations and their
+    # gradients (a quarter more); without it every layer's activations stay.
     tokens = micro_batch * T
-    per_layer = activation_bytes_per_token(s, act, method != "full")
+    per_layer = activation_bytes_per_token(s, act, method != "full") * tokens
+    chunk = min(micro_batch * new_tokens, max(1, chunk_bytes // (4 * s["vocab"])))
+    logits = 4 * chunk * s["vocab"] * 4                    # the chunk's logits, exp, softmax, their gradient
     if gradient_checkpointing:
-        kept = s["layers"] * tokens * s["hidden"] * act + 2 * tokens * per_layer
+        out["scoring"] = s["layers"] * tokens * s["hidden"] * act + max(logits, 1.25 * per_layer)
     else:
-        kept = s["layers"] * tokens * per_layer + tokens * per_layer
-    chunk = min(tokens, max(1, chunk_bytes // (4 * s["vocab"])))
-    logits = 3 * chunk * s["vocab"] * 4 + tokens * s["hidden"] * 4
-    out["scoring"] = kept + logits
+        out["scoring"] = s["layers"] * per_layer + max(logits, 0.25 * per_layer)
 
-    # sampling, as a function of the chunk size
-    kv_per_row = T * s["layers"] * 2 * s["kv_heads"] * s["head_dim"] * act
-    prefill_per_row = prompt_tokens * (3 * s["mlp"] + 4 * s["hidden"]) * act
-    sampler_per_row = 40 * s["vocab"]
-    per_row = kv_per_row + prefill_per_row + sampler_per_row
+    # sampling, per completion in a chunk: the prefill (one layer's MLP over the prompt, while the cache holds
+    # only the prompt) or, later, the whole KV cache and the sampler's (rows, V) work
+    kv_per_token = s["layers"] * 2 * s["kv_heads"] * s["head_dim"] * act
+    prefill = prompt_tokens * (3 * s["mlp"] * act + kv_per_token)
+    per_row = max(prefill, T * kv_per_token + 40 * s["vocab"])
     if budget is None:
         budget = device_memory(device)
     room = budget - static
     unsharded = 0.0           # FSDP, unsharded rollouts: the rest of the bf16 model, gathered on every process
     out["fsdp_generate"] = None
-    if fsdp:
-        extra = s["params"] * 2 - out["weights"] - out["gathered"]
+    if fsdp:  # every unit's whole bf16 parameters, beside its shard (FSDP2 gathers into separate buffers)
+        extra = max(0.0, s["params"] * 2 - out["gathered"])
         out["fsdp_generate"] = "unsharded" if room - extra >= per_row * min(rollouts, 8) else "sharded"
         if out["fsdp_generate"] == "unsharded":
             unsharded, room = extra, room - extra
@@ -166,8 +169,10 @@ def estimate(config, method="geora", rank=16, device="cuda", dtype="auto", rollo
         rollout_batch = int(max(1, min(rollouts, room // per_row)))
     out["sampling"] = rollout_batch * per_row + unsharded
     out["total"] = static + max(out["sampling"], out["scoring"])
-    out.update(budget=budget, rollout_batch=rollout_batch, fits=out["total"] <= budget,
-               kv_per_token=s["layers"] * 2 * s["kv_heads"] * s["head_dim"] * act, params=s["params"])
+    # train.py loads the whole model (and full fine-tuning's frozen reference) on every device before sharding
+    out["load"] = s["params"] * w_bytes * (2 if ref_copy else 1) + (GiB if cuda else 0.6 * GiB)
+    out.update(budget=budget, rollout_batch=rollout_batch, kv_per_token=kv_per_token, params=s["params"],
+               fits=out["total"] <= budget and (not fsdp or out["load"] <= budget))
     return out
 
 
@@ -189,7 +194,8 @@ def describe(est):
     parts = [f"{k} {est[k] / 1e9:.2f}" for k in keys if est.get(k)]
     return (f"memory estimate per process: {est['total'] / 1e9:.1f} GB of {est['budget'] / 1e9:.1f} GB "
             f"({', '.join(parts)}; rollout batch {est['rollout_batch']}"
-            + (f", FSDP rollouts {est['fsdp_generate']}" if est.get("fsdp_generate") else "") + ")")
+            + (f", FSDP rollouts {est['fsdp_generate']}, {est['load'] / 1e9:.1f} GB while loading, before sharding"
+               if est.get("fsdp_generate") else "") + ")")
 
 
 ADVICE = ("lower --rollout-batch (completions per generate call) or --micro-batch (completions per "
@@ -199,19 +205,23 @@ ADVICE = ("lower --rollout-batch (completions per generate call) or --micro-batc
 
 def fits_table(gib=80, gpus=(1, 2, 4, 8), models=("qwen2.5-1.5b", "qwen2.5-7b", "qwen3-8b", "qwen2.5-14b",
                                                      "qwen2.5-32b")):
-    """Markdown: per model and method, the fewest GPUs of `gib` GiB on which the paper preset fits, with and
-    without FSDP (8 x 128 completions per step shared by the GPUs, 1024 + 4096 tokens, micro-batch 1)."""
-    lines = ["| model | params | method | without --fsdp | with --fsdp |", "|---|---|---|---|---|"]
+    """Markdown: per model and method, whether the paper preset fits on N GPUs of `gib` GiB (1 GPU: no sharding;
+    more: --fsdp), and if so in rollout chunks of how many completions. The preset's 1,024 completions per step
+    are shared by the processes; prompts up to 1,024 and answers up to 4,096 tokens; micro-batch 1 with gradient
+    checkpointing; the preset's KL term, so full fine-tuning keeps a frozen reference copy. torchrun without --fsdp
+    replicates the model: each process needs what one GPU needs."""
+    head = " | ".join(f"{n} GPU" + ("" if n == 1 else "s, --fsdp") for n in gpus)
+    lines = [f"| model | params | method | {head} |", "|---|---|---|" + "---|" * len(gpus)]
     for name in models:
         for method in ("geora", "full"):
             cells = []
-            for fsdp in (False, True):
-                ok = next((n for n in gpus if (n > 1 or not fsdp) and estimate(
-                    CONFIGS[name], method, device="cuda", rollouts=1024 // n, micro_batch=1, prompt_tokens=1024,
-                    new_tokens=4096, world=n, fsdp=fsdp, budget=0.9 * gib * GiB)["fits"]), None)
-                cells.append(f"{ok} GPU{'s' if ok and ok > 1 else ''}" if ok else f"no (> {max(gpus)})")
+            for n in gpus:
+                e = estimate(CONFIGS[name], method, device="cuda", rollouts=1024 // n, micro_batch=1, prompt_tokens=1024,
+                             new_tokens=4096, world=n, fsdp=n > 1, budget=0.9 * gib * GiB, ref_copy=method == "full")
+                need = max(e["total"], e["load"] if n > 1 else 0)
+                cells.append(f"yes, chunks of {e['rollout_batch']}" if e["fits"] else f"no ({need / 1e9:.0f} GB)")
             p = shapes(CONFIGS[name])["params"] / 1e9
-            lines.append(f"| {name} | {p:.1f}B | {method} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {name} | {p:.1f}B | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

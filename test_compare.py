@@ -74,7 +74,8 @@ def _micro_qwen(path):
     100-600 tokens, so the context is 1024), taught in 15 AdamW steps to end GSM8K prompts with
     " #### 1|2|3" + EOS: short, well-formed completions."""
     import tiny
-    from data import format_prompt, load_rows
+    from data import load_rows
+    from test_train import teach_answer_format
     from transformers import Qwen2Config, Qwen2ForCausalLM
     tok = tiny.make_tokenizer()
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -86,26 +87,7 @@ def _micro_qwen(path):
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(cfg)
     questions = [r["question"] for r in load_rows("gsm8k", "train", data_dir=str(DATA), limit=64)]
-    gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(15):
-        seqs, labels = [], []
-        for i in torch.randint(len(questions), (8,), generator=gen).tolist():
-            p = tok.encode(format_prompt(tok, questions[i]), add_special_tokens=False)
-            a = tok.encode(f" #### {int(torch.randint(1, 4, (1,), generator=gen))}",
-                           add_special_tokens=False) + [tok.eos_token_id]
-            seqs.append(p + a)
-            labels.append([-100] * len(p) + a)
-        T = max(map(len, seqs))
-        ids = torch.tensor([[tok.pad_token_id] * (T - len(s)) + s for s in seqs])
-        lab = torch.tensor([[-100] * (T - len(s)) + s for s in labels])
-        attn = torch.tensor([[0] * (T - len(s)) + [1] * len(s) for s in seqs])
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                 lab[:, 1:].reshape(-1), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    teach_answer_format(model, tok, questions, steps=15, batch=8, answers=3)
     torch.set_num_threads(threads)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id

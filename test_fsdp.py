@@ -18,7 +18,7 @@ import torch
 
 import geora
 import tiny
-from test_train import _free_port, _micro_model, world  # noqa: F401  (a fixture)
+from test_train import _free_port, _micro_model, teach_answer_format, world  # noqa: F401  (a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -79,27 +79,8 @@ def launched(tmp_path_factory):
     d = tmp_path_factory.mktemp("fsdp")
     tok = tiny.make_tokenizer()
     model = _micro_model(len(tok), seed=1)
-    # teach the answer format in a few steps so that rewards have contrast
-    from data import format_prompt
     qs = [r["question"] for r in tiny.tiny_rows("train", 32, seed=4)]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(25):
-        seqs, labels = [], []
-        for i in torch.randint(len(qs), (16,), generator=gen).tolist():
-            p = tok.encode(format_prompt(tok, qs[i]), add_special_tokens=False)
-            a = tok.encode(f" #### {int(torch.randint(1, 3, (1,), generator=gen))}", add_special_tokens=False)
-            seqs.append(p + a + [tok.eos_token_id])
-            labels.append([-100] * len(p) + a + [tok.eos_token_id])
-        T = max(map(len, seqs))
-        x = torch.tensor([[0] * (T - len(s)) + s for s in seqs])
-        y = torch.tensor([[-100] * (T - len(s)) + s for s in labels])
-        attn = (x != 0).long()
-        logits = model(input_ids=x, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    teach_answer_format(model, tok, qs, steps=25, batch=16, answers=2)   # rewards with contrast
     model.save_pretrained(d / "model")
     tok.save_pretrained(d / "model")
     (d / "data.jsonl").write_text("\n".join(json.dumps({"question": q, "answer": f"#### {1 + i % 2}"})

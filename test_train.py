@@ -207,6 +207,33 @@ def test_tiny_world_splits_and_tokenizer(tmp_path):
 
 # ----------------------------------------------------------------------------- training runs
 
+def teach_answer_format(model, tok, questions, steps, batch, answers, lr=1e-2, seed=0):
+    """A few AdamW steps of supervised answers " #### k" + EOS (k uniform in 1..answers) after the prompts of
+    `questions`: the micro models of the tests then answer in the format, right about 1/answers of the time."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    pad = tok.pad_token_id
+    for _ in range(steps):
+        seqs, labels = [], []
+        for i in torch.randint(len(questions), (batch,), generator=gen).tolist():
+            p = tok.encode(format_prompt(tok, questions[i]), add_special_tokens=False)
+            a = tok.encode(f" #### {int(torch.randint(1, answers + 1, (1,), generator=gen))}",
+                           add_special_tokens=False) + [tok.eos_token_id]
+            seqs.append(p + a)
+            labels.append([-100] * len(p) + a)
+        T = max(map(len, seqs))
+        ids = torch.tensor([[pad] * (T - len(s)) + s for s in seqs])
+        lab = torch.tensor([[-100] * (T - len(s)) + s for s in labels])
+        attn = torch.tensor([[0] * (T - len(s)) + [1] * len(s) for s in seqs])
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 lab[:, 1:].reshape(-1), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A micro Qwen2 + the tiny tokenizer, taught in a second to answer " #### 1" or " #### 2" at
@@ -216,28 +243,7 @@ def world(tmp_path_factory):
     tok = tiny.make_tokenizer()
     model = _micro_model(len(tok))
     questions = [r["question"] for r in tiny.tiny_rows("train", 64, seed=3)]
-    gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(30):
-        pick = torch.randint(len(questions), (16,), generator=gen).tolist()
-        seqs, labels = [], []
-        for i in pick:
-            p = tok.encode(format_prompt(tok, questions[i]), add_special_tokens=False)
-            a = tok.encode(f" #### {int(torch.randint(1, 3, (1,), generator=gen))}",
-                           add_special_tokens=False) + [tok.eos_token_id]
-            seqs.append(p + a)
-            labels.append([-100] * len(p) + a)
-        T = max(map(len, seqs))
-        ids = torch.tensor([[0] * (T - len(s)) + s for s in seqs])
-        lab = torch.tensor([[-100] * (T - len(s)) + s for s in labels])
-        attn = (ids != 0).long()
-        logits = model(input_ids=ids, attention_mask=attn,
-                       position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                 lab[:, 1:].reshape(-1), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    teach_answer_format(model, tok, questions, steps=30, batch=16, answers=2)
     model.save_pretrained(d / "model")
     tok.save_pretrained(d / "model")
     with open(d / "data.jsonl", "w") as f:
@@ -371,22 +377,7 @@ def _free_port():
 
 def test_ddp_two_gloo_processes_keep_adapters_identical(world, tmp_path):
     out = tmp_path / "ddp"
-    script = tmp_path / "worker.py"
-    # each rank runs train.main, then dumps its own adapter for comparison
-    script.write_text(
-        "import os, sys, torch\n"
-        f"sys.path.insert(0, {HERE!r})\n"
-        "import train\n"
-        "res = train.main(sys.argv[1:])\n"
-        "torch.save({n: p.detach() for n, p in res['model'].named_parameters() if p.requires_grad},\n"
-        f"           os.path.join({str(tmp_path)!r}, 'rank%s.pt' % os.environ['RANK']))\n")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={_free_port()}", str(script),
-           *_args(world, out, "--steps", "2", "--device", "cpu")]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    a, b = _torchrun(tmp_path, _args(world, out, "--steps", "2", "--device", "cpu"))
     init = _init(world)
     assert a.keys() == b.keys() and any(not torch.equal(a[k], init[k]) for k in a)
     for k in a:
@@ -706,3 +697,18 @@ def test_cuda_two_steps_bf16_log_memory_and_score_what_was_sampled(world, tmp_pa
         logp, _ = grpo.token_logprobs(model, r["input_ids"], r["attention_mask"], r["n_completion"])
     m = r["mask"].to(logp.device)
     assert ((logp - r["logprobs"].to(logp.device)).abs() * m).sum() / m.sum() < 0.05
+
+
+def test_tiny_base_is_the_same_whatever_thread_count_builds_it(tmp_path):
+    """train.py ran the build on two threads and eval.py on one, and got two bases: the build now pins
+    one thread, and gives back the caller's setting."""
+    before = torch.get_num_threads()
+    shas = []
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        out = tiny.build_tiny(str(tmp_path / f"t{threads}"), steps=3)
+        info = json.loads(open(os.path.join(out, "tiny.json")).read())
+        assert info["threads"] == tiny.BUILD_THREADS and torch.get_num_threads() == threads
+        shas.append(info["sha256"])
+    torch.set_num_threads(before)
+    assert shas[0] == shas[1]

@@ -33,13 +33,17 @@ What is in it:
   (transformers 5 does not save it when set afterwards). AutoTokenizer loads it back exactly.
 - Model: Qwen2Config(hidden 128, MLP 384, 4 layers, 4 query / 2 KV heads, tied embeddings).
 - Pretraining: 600 AdamW steps of 64 fresh problems, loss on the answer tokens (+ EOS) only,
-  lr 3e-3 with 50 warm-up steps and a cosine to 10%; about 2 minutes on 2 CPU cores. Seeded:
-  the same seed on the same torch build and thread count gives the same weights; tiny.json
-  records the seed, a sha256 of the weights and the test accuracies. Different CPUs or thread
-  counts round differently and land elsewhere, and the base varies with the seed: seed 0 here
-  gives 48% on the chain test set and GRPO lifts it to ~75%; a seed-1 build (1 thread) gave 36%
-  and its shown work was hardly better than its direct answers, so GRPO gained nothing.
-  If a rebuild elsewhere does not improve under `python train.py`, try `--seed 1..3 --force`.
+  lr 3e-3 with 50 warm-up steps and a cosine to 10%, always on one thread (BUILD_THREADS),
+  whatever the calling script set: the summation order of a matrix product depends on the thread
+  count, so before that rule train.py (two threads) and eval.py (one) built two different bases
+  (43.0% and 50.5% chain accuracy). Now the same seed on the same torch build and CPU type gives
+  the same weights from every script; tiny.json records the seed, a sha256 of the weights and the
+  test accuracies. Seed 0 here: chain 43.0%, mul 84.0%, total 88.5%, and `python train.py` lifts
+  chain to 80.0 / 79.0 / 76.0% with GRPO seeds 0 / 1 / 2. Another CPU type (another SIMD width)
+  can still round differently and land elsewhere; the base also varies with the seed (an earlier
+  seed-1 build gave 36%, and its shown work was hardly better than its direct answers, so GRPO
+  gained nothing). If a rebuild elsewhere does not improve under `python train.py`, try
+  `python tiny.py --seed 1..3 --force`.
 """
 
 import argparse
@@ -189,7 +193,7 @@ def make_tokenizer():
     for _ in range(500):
         for family in FAMILIES:
             q, v, work = MAKERS[family](rng)
-            texts.append(f"Question: {q}\n" + f"\nAnswer:" + _answer(v, work, True))
+            texts.append(f"Question: {q}\n" + "\nAnswer:" + _answer(v, work, True))
     words = sorted({w for t in texts for w, _ in pre.pre_tokenize_str(t)})
     vocab = {"<pad>": 0, "<eos>": 1}
     for c in sorted({c for w in words for c in w}):

@@ -4,7 +4,8 @@
     python train.py --model Qwen/Qwen2.5-1.5B --rank 16 --rho 0.2          # GSM8K, LLM defaults, one GPU
     python train.py --model Qwen/Qwen2.5-1.5B-Instruct --preset paper      # the paper's setting (second-hand)
     python train.py --model Qwen/Qwen2.5-Math-1.5B --dataset math --max-new-tokens 2048
-    torchrun --nproc_per_node=4 train.py --model Qwen/Qwen2.5-1.5B         # several GPUs
+    torchrun --nproc_per_node=4 train.py --model Qwen/Qwen2.5-1.5B         # several GPUs, model replicated
+    torchrun --nproc_per_node=8 train.py --model Qwen/Qwen2.5-32B --fsdp   # several GPUs, model sharded
     python train.py --method pissa                     # a baseline, in out/tiny-pissa, at its own lr
     python train.py --resume                           # continue exactly from the last checkpoint in --out
 
@@ -81,6 +82,16 @@ Choices and simplifications:
 - bf16 autocast on CUDA: frozen weights stored in bf16 for adapter methods (GeoRA's adapter
   branch stays fp32, as geora.py designs it), fp32 master weights for full fine-tuning; fp32 on
   CPU. --gradient-checkpointing trades compute for activation memory on long answers.
+- Memory: memory.estimate itemises what one process needs from the config alone, before the model
+  loads; it is printed, a run that cannot fit stops there with the flags to change, and it picks
+  --rollout-batch (completions per generate call) when not given. The LM head runs in chunks inside
+  grpo.token_logprobs, so no (tokens, V) logits ever exist. Each step logs mem_gb: CUDA's peak
+  allocated, or on Linux CPUs the peak resident set (VmHWM, reset at the step's start). A CUDA
+  out-of-memory error ends the run with the estimate and the advice, not a traceback; the last
+  checkpoint is intact.
+- --fsdp: FSDP2 (fully_shard per decoder layer, then the root); the section "sharding" below says
+  how the adapter methods keep geora.py's exactness, how rollouts avoid an all-gather per token,
+  and how checkpoints are written. Every process loads the whole model before sharding it.
 """
 
 import argparse
@@ -313,7 +324,7 @@ def load_data(args, tokenizer, context, quiet=False):
             evals["eval"] = [train[i] for i in sorted(perm[:args.holdout])][:args.eval_size]
             train = [r for i, r in enumerate(train) if i in keep]
         name, split = (args.eval_dataset, "test") if args.eval_dataset else EVAL_SETS.get(args.dataset, (None, None))
-        if name is not None and not (args.holdout and not args.eval_dataset):
+        if name is not None and args.eval_size and not (args.holdout and not args.eval_dataset):
             with _quiet(quiet):
                 evals["eval"] = load_rows(name, split, data_dir=args.data_dir, limit=args.eval_size)
         if "eval" not in evals and args.eval_size:
@@ -816,6 +827,78 @@ def plan_memory(args, config, train_rows, tokenizer, rt, log):
     return est
 
 
+def build_trainer(args, path, est, ckpt, rt, log):
+    """The model with its adapters (or all weights) trainable, sharded with --fsdp, the frozen reference
+    (full fine-tuning with a KL term) and AdamW. Returns (model, ref_model, opt, params, init seconds)."""
+    torch.manual_seed(args.seed)
+    model = load_model(path, args, rt.device)
+    ref_model, init_s = build_policy(args, model, ckpt, rt.device, log)
+    if args.fsdp:
+        if args.method != "full" and rt.master:
+            geora.geometry_report(model)   # caches W's top directions while W is whole (W is frozen)
+        shard(model, args, rt.device)
+        if ref_model is not None:
+            shard(ref_model, args, rt.device)
+        rt.fsdp_generate = est["fsdp_generate"]
+        rt.synced_gpus = rt.fsdp_generate == "sharded"
+        log(f"FSDP over {rt.world} processes; rollouts {rt.fsdp_generate}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay if args.method == "full" else 0.0)
+    torch.manual_seed(args.seed * 1000 + rt.rank)
+    random.seed(args.seed * 1000 + rt.rank)
+    np.random.seed(args.seed * 1000 + rt.rank)
+    return model, ref_model, opt, params, init_s
+
+
+def metrics_writer(args, rt, start):
+    """write(line) appends to OUT/metrics.jsonl on rank 0 (and to wandb with --wandb). A fresh run starts
+    a fresh log; a resumed one first drops the lines written after its checkpoint."""
+    path = os.path.join(args.out, "metrics.jsonl")
+    wandb = None
+    if rt.master:
+        if os.path.exists(path):
+            with open(path) as f:
+                keep = [l for l in f if args.resume and json.loads(l)["step"] <= start]
+            with open(path + ".tmp", "w") as f:
+                f.writelines(keep)
+            os.replace(path + ".tmp", path)
+        if args.wandb:
+            import wandb
+            wandb.init(project=args.wandb, config=vars(args))
+
+    def write(line):
+        if rt.master:
+            with open(path, "a") as f:
+                f.write(json.dumps(line) + "\n")
+            if wandb:
+                wandb.log(line, step=line["step"])
+    write.finish = wandb.finish if wandb else (lambda: None)
+    return write
+
+
+def eval_line(model, tokenizer, evals, args, rt, step, write):
+    """Held-out accuracy (+ geora.py's geometry report), logged; returns the main set's accuracy."""
+    accs = evaluate(model, tokenizer, evals, args, rt)
+    line = {"step": step, "eval_acc": accs.get("eval")}
+    line.update({f"eval_acc_{k}": v for k, v in accs.items() if k != "eval"})
+    if args.method != "full" and rt.master:
+        g = geora.geometry_report(model)
+        line.update(s_head=g["s_head"], rel_update=g["rel_update"])
+    write(line)
+    if rt.master:  # tqdm.write keeps the progress bar intact
+        tqdm.write("eval " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()))
+    return line["eval_acc"]
+
+
+def stop_message(e, step, args, est):
+    """A non-finite loss or an out-of-memory error: one message, with the advice and the checkpoint to resume."""
+    last = latest_checkpoint(args.out) if os.path.exists(os.path.join(args.out, "latest")) else "none"
+    if isinstance(e, FloatingPointError):
+        return f"stopping: {e}; the last good checkpoint is {last}; lower --lr or raise --grad-clip"
+    return (f"stopping: out of memory at step {step + 1} ({memory.describe(est)}); {memory.ADVICE}; "
+            f"the last good checkpoint is {last} (--resume continues from it)")
+
+
 def main(argv=None):
     args = parse_args(argv)
     rank, world, device, owned = setup_distributed(args)
@@ -837,70 +920,21 @@ def main(argv=None):
     rt.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and \
         args.dtype != "fp32" else contextlib.nullcontext()
 
-    torch.manual_seed(args.seed)
-    model = load_model(path, args, device)
-    ref_model, init_s = build_policy(args, model, ckpt, device, log)
-    if args.fsdp:
-        if args.method != "full" and rt.master:
-            geora.geometry_report(model)   # caches W's top directions while W is whole (W is frozen)
-        shard(model, args, device)
-        if ref_model is not None:
-            shard(ref_model, args, device)
-        rt.fsdp_generate = est["fsdp_generate"]
-        rt.synced_gpus = rt.fsdp_generate == "sharded"
-        log(f"FSDP over {world} processes; rollouts {rt.fsdp_generate}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay if args.method == "full" else 0.0)
-    torch.manual_seed(args.seed * 1000 + rank)
-    random.seed(args.seed * 1000 + rank)
-    np.random.seed(args.seed * 1000 + rank)
+    model, ref_model, opt, params, init_s = build_trainer(args, path, est, ckpt, rt, log)
     start, before = 0, None
     if ckpt:
         load_trainer_state(args, model, opt, ckpt, rt, log)
         start, before = state["step"], state["before"]
         log(f"resumed from {ckpt} at step {start}")
-
-    wandb = None
-    if args.wandb and rt.master:
-        import wandb as _wandb
-        wandb = _wandb
-        wandb.init(project=args.wandb, config=vars(args))
-    metrics_path = os.path.join(args.out, "metrics.jsonl")
-    if rt.master and os.path.exists(metrics_path):
-        # a fresh run starts a fresh log; a resumed one drops lines written after its checkpoint
-        with open(metrics_path) as f:
-            keep = [l for l in f if args.resume and json.loads(l)["step"] <= start]
-        with open(metrics_path + ".tmp", "w") as f:
-            f.writelines(keep)
-        os.replace(metrics_path + ".tmp", metrics_path)
-
-    def write(line):
-        if rt.master:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(line) + "\n")
-            if wandb:
-                wandb.log(line, step=line["step"])
-
-    def eval_line(step):
-        accs = evaluate(model, tokenizer, evals, args, rt)
-        line = {"step": step, "eval_acc": accs.get("eval")}
-        line.update({f"eval_acc_{k}": v for k, v in accs.items() if k != "eval"})
-        if args.method != "full" and rt.master:
-            g = geora.geometry_report(model)
-            line.update(s_head=g["s_head"], rel_update=g["rel_update"])
-        write(line)
-        if rt.master:  # tqdm.write keeps the progress bar intact
-            tqdm.write("eval " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                          for k, v in line.items()))
-        return line["eval_acc"]
-
+    write = metrics_writer(args, rt, start)
     write({"step": start, "setup": True, "init_s": round(init_s, 3), "est_mem_gb": round(est["total"] / 1e9, 3),
            "budget_gb": round(est["budget"] / 1e9, 3), "rollout_batch": args.rollout_batch, "world": world,
            "fsdp": args.fsdp, "device": str(device), "params": sum(p.numel() for p in model.parameters()),
            "trainable": sum(p.numel() for p in params)})  # (a DTensor's numel is its whole size)
+
     t_start, after = time.time(), None
     if start == 0 and evals:
-        before = eval_line(0)
+        before = eval_line(model, tokenizer, evals, args, rt, 0, write)
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, disable=not rt.master,
                desc="grpo", dynamic_ncols=True)
     for step in bar:
@@ -908,12 +942,7 @@ def main(argv=None):
             line = train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step, rt)
         except (FloatingPointError, torch.OutOfMemoryError) as e:
             bar.close()
-            last = latest_checkpoint(args.out) if os.path.exists(os.path.join(args.out, "latest")) else "none"
-            if isinstance(e, FloatingPointError):
-                msg = f"stopping: {e}; the last good checkpoint is {last}; lower --lr or raise --grad-clip"
-            else:  # a CUDA out-of-memory error: a message with the estimate and the flags, not a traceback
-                msg = (f"stopping: out of memory at step {step + 1} ({memory.describe(est)}); {memory.ADVICE}; "
-                       f"the last good checkpoint is {last} (--resume continues from it)")
+            msg = stop_message(e, step, args, est)
             log(msg)
             if owned:
                 dist.destroy_process_group()
@@ -923,7 +952,7 @@ def main(argv=None):
                         len=f"{line['response_len']:.1f}")
         done = step + 1
         if evals and (done % args.eval_every == 0 or done == args.steps):
-            after = eval_line(done)
+            after = eval_line(model, tokenizer, evals, args, rt, done, write)
         if done % args.save_every == 0 or done == args.steps:
             save_checkpoint(args, model, opt, {"step": done, "cursor": done * args.prompts_per_step,
                                                "before": before, "world": world, "args": vars(args)}, rt)
@@ -934,8 +963,7 @@ def main(argv=None):
         log(f"held-out greedy accuracy: before {before:.1%} -> after {after:.1%} "
             f"({100 * (after - before):+.1f} points) in {(time.time() - t_start) / 60:.1f} min of GRPO, "
             f"{args.steps} steps; outputs in {args.out}")
-    if wandb:
-        wandb.finish()
+    write.finish()
     if owned:
         dist.destroy_process_group()
     return {"before": before, "after": after, "out": args.out, "model": model}
