@@ -311,7 +311,32 @@ def rehearse(args):
     res = {"device": torch.cuda.get_device_name() if cuda else f"cpu ({os.cpu_count()} cores)",
            "config": dict(name=args.config, **memory.CONFIGS[args.config], prompts=prompts, group=group,
                           new_tokens=new, dtype="bf16" if cuda else "fp32")}
-    runs = {}
+    failed = []
+
+    def collect(method, out, t1, proc):
+        """Wait for one method's process; record its numbers and write the JSON (a cut-off suite keeps them)."""
+        if proc.wait():
+            failed.append(f"{method} (see {out}.log)")
+            return
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            lines = [json.loads(l) for l in f]
+        setup = next(l for l in lines if l.get("setup"))
+        steps = [l for l in lines if "reward" in l]
+        mean = lambda k: sum(l[k] for l in steps) / len(steps)
+        res[method] = r = dict(init_s=setup["init_s"], est_mem_gb=setup["est_mem_gb"],
+                               peak_mem_gb=max(l.get("mem_gb", 0.0) for l in steps), gen_s=mean("gen_s"),
+                               gen_tokens_per_s=mean("gen_tokens_per_s"), train_s=mean("train_s"),
+                               rollout_batch=setup["rollout_batch"], response_len=mean("response_len"),
+                               trainable=setup["trainable"], wall_s=round(time.time() - t1, 1), parallel=args.parallel)
+        print(f"{method}: init {r['init_s']:.1f} s, memory est {r['est_mem_gb']:.2f} GB vs peak {r['peak_mem_gb']:.2f} GB "
+              f"({r['est_mem_gb'] / max(r['peak_mem_gb'], 1e-9):.2f}x), generate {r['gen_s']:.1f} s "
+              f"({r['gen_tokens_per_s']:.0f} tok/s), train {r['train_s']:.1f} s, process {r['wall_s']:.0f} s", flush=True)
+        os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+        for name in ("rehearsal.json", f"rehearsal-{args.config}-{'cuda' if cuda else 'cpu'}.json"):
+            with open(os.path.join(HERE, "out", name), "w") as f:
+                json.dump(res, f, indent=1)
+
+    started = []
     for method in args.methods.split(","):
         out = os.path.join(HERE, "out", "rehearsal", f"run-{args.config}-{method}")
         cmd = [sys.executable, os.path.join(HERE, "train.py"), "--model", path, "--method", method, "--dataset", "gsm8k",
@@ -322,30 +347,15 @@ def rehearse(args):
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
         os.makedirs(os.path.dirname(out), exist_ok=True)
         log = open(out + ".log", "w")  # the run's own output, kept beside its directory
-        runs[method] = (out, time.time(), subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, env=env))
-        if not args.parallel:
-            runs[method][2].wait()
-    for method, (out, t1, proc) in runs.items():
-        if proc.wait():
-            raise SystemExit(f"rehearsal {method} failed: see {out}.log")
-        with open(os.path.join(out, "metrics.jsonl")) as f:
-            lines = [json.loads(l) for l in f]
-        setup = next(l for l in lines if l.get("setup"))
-        steps = [l for l in lines if "reward" in l]
-        mean = lambda k: sum(l[k] for l in steps) / len(steps)
-        res[method] = dict(init_s=setup["init_s"], est_mem_gb=setup["est_mem_gb"],
-                           peak_mem_gb=max(l.get("mem_gb", 0.0) for l in steps), gen_s=mean("gen_s"),
-                           gen_tokens_per_s=mean("gen_tokens_per_s"), train_s=mean("train_s"),
-                           rollout_batch=setup["rollout_batch"], response_len=mean("response_len"),
-                           trainable=setup["trainable"], wall_s=round(time.time() - t1, 1), parallel=args.parallel)
-        r = res[method]
-        print(f"{method}: init {r['init_s']:.1f} s, memory est {r['est_mem_gb']:.2f} GB vs peak {r['peak_mem_gb']:.2f} GB "
-              f"({r['est_mem_gb'] / max(r['peak_mem_gb'], 1e-9):.2f}x), generate {r['gen_s']:.1f} s "
-              f"({r['gen_tokens_per_s']:.0f} tok/s), train {r['train_s']:.1f} s, process {r['wall_s']:.0f} s", flush=True)
-    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
-    for name in ("rehearsal.json", f"rehearsal-{args.config}-{'cuda' if cuda else 'cpu'}.json"):
-        with open(os.path.join(HERE, "out", name), "w") as f:
-            json.dump(res, f, indent=1)
+        run = (method, out, time.time(), subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, env=env))
+        if args.parallel:
+            started.append(run)
+        else:
+            collect(*run)
+    for run in started:  # every child is waited for, so none outlives the rehearsal
+        collect(*run)
+    if failed:
+        raise SystemExit("rehearsal failed: " + ", ".join(failed))
     return res
 
 

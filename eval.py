@@ -46,6 +46,7 @@ import zlib
 import torch
 from tqdm import tqdm
 
+import geora
 import grpo
 from data import format_prompt, load_rows, load_tokenizer
 from reward import grade
@@ -159,7 +160,6 @@ def load_model(model_path, adapter=None, device="cpu", dtype=torch.float32):
         tokenizer.pad_token = tokenizer.eos_token
     if adapter is not None:
         if os.path.exists(os.path.join(adapter, "geora_adapter.safetensors")):
-            import geora
             model = geora.load_adapter(model, adapter)
         elif os.path.exists(os.path.join(adapter, "adapter_config.json")):
             from peft import PeftModel  # optional: only for PEFT adapter directories
@@ -186,9 +186,10 @@ def evaluate(model, tokenizer, rows, path, n=1, temperature=0.0, top_p=1.0, max_
         for b in range(0, len(todo), batch_size):
             chunk = todo[b:b + batch_size]
             t0 = time.time()
-            r = grpo.generate(model, tokenizer, [prompt_ids[i] for i, _ in chunk], temperature=temperature or 1.0,
-                              top_p=top_p, max_new_tokens=max_new_tokens, greedy=temperature == 0,
-                              keys=[grpo.sample_key(seed, zlib.crc32(rows[i]["id"].encode()), s) for i, s in chunk])
+            with geora.frozen_factors(model):   # GeoRA adapters: P, Q built once per batch, not per token
+                r = grpo.generate(model, tokenizer, [prompt_ids[i] for i, _ in chunk], temperature=temperature or 1.0,
+                                  top_p=top_p, max_new_tokens=max_new_tokens, greedy=temperature == 0,
+                                  keys=[grpo.sample_key(seed, zlib.crc32(rows[i]["id"].encode()), s) for i, s in chunk])
             texts, tokens, truncated = r["texts"], r["mask"].sum(1).long().tolist(), r["truncated"].tolist()
             dt = time.time() - t0
             for (i, s), text, ntok, trunc in zip(chunk, texts, tokens, truncated):

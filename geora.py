@@ -37,9 +37,10 @@ Choices the paper leaves open (each is tested in test_geora.py):
   milora (bottom-r of W) | geora-random (r random singular triplets of W_geo) | geora-tail (bottom-r of W_geo).
   mask: union (default) | spec | euc | intersection.
 - Cast the model to its training dtype before apply_geora: A, B, A0, B0 stay fp32 whatever the model's dtype.
-- Decoding calls every layer once per token: without autograd a layer builds P, Q once per value of A and B (keyed
-  on their version counters, so an optimizer step or any in-place edit is seen at once) and reuses them. A, B, A0,
-  B0 are dense (contiguous) tensors, which is what FSDP2 needs to shard them.
+- Decoding calls every layer once per token: inside `with geora.frozen_factors(model):` (what train.py and eval.py
+  put around sampling) a layer builds P, Q once and reuses them. Explicit rather than a cache keyed on A and B,
+  which an edit through .data would not invalidate. A, B, A0, B0 are dense (contiguous) tensors: FSDP2 shards
+  only those.
 """
 
 import contextlib
@@ -175,17 +176,13 @@ class GeoRALinear(nn.Module):
 
     def factors(self):
         """(P (out x 2r), Q (2r x in)) with dW = B A - B0 A0 = P Q, written so that no term cancels.
-        Without autograd (sampling) they are built once per value of A and B and reused: decoding calls
-        every layer once per token, and the four small kernels that build them would run each time."""
+        Inside frozen_factors(model) they are the ones built on entry (decoding calls every layer once per
+        token; the four small kernels that build them need not run each time)."""
+        if getattr(self, "_frozen_pq", None) is not None:
+            return self._frozen_pq
         if self.A0 is None:
             return self.B, self.A
-        build = lambda: (torch.cat([self.B - self.B0, self.B0], 1), torch.cat([self.A, self.A - self.A0], 0))
-        if torch.is_grad_enabled():
-            return build()
-        key = (self.A._version, self.B._version, self.A.data_ptr(), self.B.data_ptr())  # any update changes it
-        if getattr(self, "_pq_key", None) != key:
-            self._pq, self._pq_key = build(), key
-        return self._pq
+        return torch.cat([self.B - self.B0, self.B0], 1), torch.cat([self.A, self.A - self.A0], 0)
 
     def forward(self, x):
         y = self.base(x)
@@ -307,6 +304,21 @@ def adapters_disabled(model):
     finally:
         for m, b in zip(layers, before):
             m.disabled = b
+
+
+@contextlib.contextmanager
+def frozen_factors(model):
+    """Inside this block (sampling, evaluation: no update of A, B) every GeoRALinear builds its P, Q once and reuses
+    them; the same values, so the same outputs bit for bit. Do not step an optimizer inside it."""
+    layers = [m for _, m in adapted(model)]
+    with torch.no_grad():
+        for m in layers:
+            m._frozen_pq = tuple(t.detach() for t in m.factors())
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m._frozen_pq = None
 
 
 @torch.no_grad()

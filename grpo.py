@@ -110,6 +110,11 @@ class _LogprobHead(nn.Module):
 
 def _head_name(model):
     """The attribute name of the model's output embedding (lm_head for Qwen2 / Llama)."""
+    # the stand-in head returns log-probs, not logits: a model that rescales its logits after the head would
+    # score something other than what it samples
+    post = [k for k in ("final_logit_softcapping", "logits_scaling", "logit_scale")
+            if getattr(model.config, k, None) not in (None, 1, 1.0)]
+    assert not post, f"token_logprobs: this model post-processes its logits ({post}); not supported"
     head = model.get_output_embeddings()
     name = next((n for n, m in model.named_children() if m is head), None)
     assert name is not None and isinstance(head, nn.Linear), "token_logprobs needs a top-level nn.Linear LM head"

@@ -1,8 +1,8 @@
 """How much memory a GRPO run needs, per process, worked out from the model's config before any work.
 
     python memory.py                                    # the fits-on table (README): model x method x GPUs
-    python memory.py --model Qwen/Qwen2.5-7B --preset paper --gpus 80   # one run's estimate, itemised
-    import memory; est = memory.estimate(config, settings)              # what train.py prints at start
+    python memory.py --model qwen2.5-7b --world 4 --fsdp --method full  # one run at the paper preset, itemised
+    import memory; est = memory.estimate(config, "geora", device="cuda", rollouts=256, micro_batch=8)
 
 A GRPO step holds, at its peak, the weights, the trainable state (adapter or full weights, their
 gradients and AdamW's two moments) and the larger of two phases: sampling (the KV cache of one
@@ -118,10 +118,10 @@ def estimate(config, method="geora", rank=16, device="cuda", dtype="auto", rollo
     components, 'total', 'budget', 'rollout_batch' (chosen when None), 'fits' and 'fsdp_generate'."""
     s = shapes(config)
     cuda = str(device).startswith("cuda")
-    if dtype == "auto":
+    act = 2 if cuda and dtype != "fp32" else 4            # bf16 autocast on CUDA (full fine-tuning too)
+    if dtype == "auto":                                   # storage: bf16 for adapters, fp32 masters for full
         dtype = "bf16" if cuda and method != "full" else "fp32"
     w_bytes = 2 if dtype == "bf16" else 4
-    act = 2 if cuda and dtype != "fp32" else 4            # autocast computes in bf16 on CUDA
     shard = world if fsdp else 1
     out = {}
     out["weights"] = s["params"] * w_bytes / shard
@@ -247,5 +247,5 @@ if __name__ == "__main__":
             cfg = AutoConfig.from_pretrained(a.model)
         est = estimate(cfg, a.method, device="cuda", rollouts=a.rollouts // a.world, micro_batch=a.micro_batch,
                        prompt_tokens=a.prompt_tokens, new_tokens=a.new_tokens, world=a.world, fsdp=a.fsdp,
-                       budget=0.9 * a.gpus * GiB)
+                       budget=0.9 * a.gpus * GiB, ref_copy=a.method == "full")   # the preset's KL term
         print(describe(est), "fits" if est["fits"] else "does NOT fit")

@@ -85,7 +85,7 @@ def test_evaluate_grades_and_counts_no_answer(tmp_path, monkeypatch):
     tok = char_tokenizer()
     monkeypatch.setattr(ev.grpo, "generate", fake_generate)
     path = tmp_path / "b.jsonl"
-    recs, fresh = ev.evaluate(None, tok, rows, str(path), batch_size=3)
+    recs, fresh = ev.evaluate(torch.nn.Module(), tok, rows, str(path), batch_size=3)
     assert fresh == 4 and calls == [3, 1]
     assert [r["status"] for r in recs] == ["correct", "wrong", "no_answer", "no_answer"]
     assert recs[3]["truncated"] and recs[3]["extracted"] is not None   # found, but not counted
@@ -95,13 +95,13 @@ def test_evaluate_grades_and_counts_no_answer(tmp_path, monkeypatch):
     lines = path.read_text().splitlines(keepends=True)
     path.write_text(lines[0] + lines[1] + lines[2][:20])
     calls.clear()
-    recs2, fresh = ev.evaluate(None, tok, rows, str(path), batch_size=3)
+    recs2, fresh = ev.evaluate(torch.nn.Module(), tok, rows, str(path), batch_size=3)
     assert fresh == 2 and calls == [2]
     assert [r["status"] for r in recs2] == [r["status"] for r in recs]
     assert len(path.read_text().splitlines()) == 4
     assert all(json.loads(l) for l in path.read_text().splitlines())
     calls.clear()
-    assert ev.evaluate(None, tok, rows, str(path))[1] == 0 and calls == []
+    assert ev.evaluate(torch.nn.Module(), tok, rows, str(path))[1] == 0 and calls == []
 
 
 # ----------------------------------------------------------------------------- data loading

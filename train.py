@@ -87,8 +87,13 @@ Choices and simplifications:
   --rollout-batch (completions per generate call) when not given. The LM head runs in chunks inside
   grpo.token_logprobs, so no (tokens, V) logits ever exist. Each step logs mem_gb: CUDA's peak
   allocated, or on Linux CPUs the peak resident set (VmHWM, reset at the step's start). A CUDA
-  out-of-memory error ends the run with the estimate and the advice, not a traceback; the last
-  checkpoint is intact.
+  out-of-memory error during a step ends the run with the estimate and the advice, not a traceback;
+  the last checkpoint is intact (one during evaluation or saving is still a traceback, and with
+  several processes the others stop when torchrun notices).
+- Dropout is switched off: the policy is scored in train mode and sampled in eval mode, and both
+  must be the same policy (Qwen's configs have none anyway).
+- A fresh run (no --resume) into an --out that holds another run's checkpoints removes them first,
+  as it starts a fresh metrics log: a later --resume must not continue someone else's run.
 - --fsdp: FSDP2 (fully_shard per decoder layer, then the root); the section "sharding" below says
   how the adapter methods keep geora.py's exactness, how rollouts avoid an all-gather per token,
   and how checkpoints are written. Every process loads the whole model before sharding it.
@@ -176,8 +181,8 @@ def parse_args(argv=None):
     a("--temperature", type=float, default=None, help="sampling temperature (default 1.0)")
     a("--max-new-tokens", type=int, default=None)
     a("--micro-batch", type=int, default=None, help="completions per forward/backward")
-    a("--rollout-batch", type=int, default=None, help="completions per generate call (default: all of a "
-                                                      "rank's completions of the step)")
+    a("--rollout-batch", type=int, default=None, help="completions per generate call (default: the largest "
+                                                      "chunk the memory estimate fits)")
     a("--grad-clip", type=float, default=1.0)
     a("--eval-every", type=int, default=None)
     a("--eval-size", type=int, default=None, help="held-out prompts per evaluation (0: no evaluation)")
@@ -230,6 +235,8 @@ def check_args(args):
     for k in ("rollout_batch", "max_prompt_tokens"):
         if getattr(args, k) is not None and getattr(args, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be >= 1")
+    if args.holdout and args.dataset == "tiny":
+        raise ValueError("--holdout applies to real datasets (the tiny world has its own held-out splits)")
     if args.holdout < 0 or args.weight_decay < 0 or args.beta < 0 or args.eval_size < 0:
         raise ValueError("--holdout, --weight-decay, --beta and --eval-size must be >= 0")
     if not args.lr > 0 or args.temperature <= 0:
@@ -343,6 +350,9 @@ def load_data(args, tokenizer, context, quiet=False):
         evals[name], dropped = _fitting(evals[name], tokenizer, args.max_prompt_tokens)
         if dropped:
             say(f"data: held-out {name}: {dropped} prompts dropped as longer than --max-prompt-tokens")
+        if not evals[name]:
+            say(f"data: held-out {name} is empty: not evaluated")
+            del evals[name]
     return train, evals
 
 
@@ -398,6 +408,11 @@ def build_policy(args, model, ckpt, device, log):
                                 mask=args.mask, svd=args.svd, seed=args.seed)
         log(f"{args.init} adapters: {rep['modules']} modules, {rep['trainable']:,} trainable parameters, "
             f"{rep['seconds']:.1f} s init")
+    for m in model.modules():  # the policy scored in train mode must be the one sampled in eval mode: no dropout
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
     if args.gradient_checkpointing:  # (renamed in transformers 5.2x; the old name still works, with a warning)
         if hasattr(model, "activation_checkpointing_enable"):
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -477,15 +492,15 @@ def _dcp():
 
 def rng_state():
     return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}  # this process's GPU
 
 
 def set_rng_state(s):
     torch.set_rng_state(s["torch"])
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
-    if s["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    if isinstance(s["cuda"], torch.Tensor) and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"])
 
 
 def save_checkpoint(args, model, opt, state, rt):
@@ -561,8 +576,8 @@ def latest_checkpoint(out):
         return os.path.join(out, f.read().strip())
 
 
-RESUME_KEYS = ("model", "method", "init", "mask", "rank", "rho", "alpha", "dataset", "seed", "prompts_per_step",
-               "group_size", "holdout")
+RESUME_KEYS = ("model", "method", "init", "mask", "rank", "rho", "alpha", "dataset", "question_key", "answer_key",
+               "seed", "prompts_per_step", "group_size", "holdout")
 
 
 def read_checkpoint_state(args):
@@ -627,7 +642,7 @@ def evaluate(model, tokenizer, evals, args, rt):
         if args.fsdp:
             mine = mine + [rows[0]] * (-(-len(rows) // rt.world) - len(mine))
         prompts = [format_prompt(tokenizer, r["question"]) for r in mine]
-        with rollout_mode(model, rt):
+        with rt.autocast, rollout_mode(model, rt), geora.frozen_factors(model):
             acc, _ = grpo.evaluate(model, tokenizer, prompts, [r["gold"] for r in mine], grade,
                                    max_new_tokens=args.max_new_tokens, count=count,
                                    batch_size=256 if args.dataset == "tiny" else min(32, args.rollout_batch),
@@ -650,7 +665,7 @@ def rollout(model, tokenizer, train_rows, args, step, rt):
     rows = [train_rows[idx[j]] for j in mine]
     prompts = [format_prompt(tokenizer, r["question"]) for r in rows]
     keys = [grpo.sample_key(args.seed, step, j * G + g) for j in mine for g in range(G)]
-    with rt.autocast, rollout_mode(model, rt):
+    with rt.autocast, rollout_mode(model, rt), geora.frozen_factors(model):
         roll = grpo.generate(model, tokenizer, prompts, n=G, temperature=args.temperature,
                              max_new_tokens=args.max_new_tokens, keys=keys, batch_size=args.rollout_batch,
                              synced_gpus=rt.synced_gpus)
@@ -692,8 +707,6 @@ def accumulate_gradients(model, ref_model, roll, args, denom, rt):
         attn = attn_all[sel][:, :ids.shape[1]]
         first = int(attn.any(0).nonzero()[0])        # drop left-padding columns shared by all rows
         ids, attn, m = ids[:, first:], attn[:, first:], m[:, :L]
-        if args.fsdp and args.method == "full":      # reduce-scatter once, after the last backward
-            model.set_requires_gradient_sync(k == n_grad - 1)
         with rt.autocast, torch.set_grad_enabled(grad):
             logp, ent = grpo.token_logprobs(model, ids, attn, L, args.temperature)
             ref = None
@@ -824,6 +837,10 @@ def plan_memory(args, config, train_rows, tokenizer, rt, log):
                          f"{est['budget'] / 1e9:.1f} GB available): {memory.ADVICE}")
     if args.rollout_batch is None:
         args.rollout_batch = est["rollout_batch"]
+    if rt.world > 1:  # every rank must make the same generate calls: rank 0's plan (memory readings differ)
+        plan = [args.rollout_batch, est["fsdp_generate"]]
+        dist.broadcast_object_list(plan, 0)
+        args.rollout_batch, est["fsdp_generate"] = plan
     return est
 
 
@@ -857,11 +874,23 @@ def metrics_writer(args, rt, start):
     wandb = None
     if rt.master:
         if os.path.exists(path):
+            keep = []
             with open(path) as f:
-                keep = [l for l in f if args.resume and json.loads(l)["step"] <= start]
+                for l in f:
+                    try:  # a line cut off by a crash mid-write is dropped
+                        if args.resume and json.loads(l)["step"] <= start:
+                            keep.append(l)
+                    except (json.JSONDecodeError, KeyError):
+                        pass
             with open(path + ".tmp", "w") as f:
                 f.writelines(keep)
             os.replace(path + ".tmp", path)
+        if not args.resume:  # another run's checkpoints in this --out would be offered for a later --resume
+            for old in os.listdir(args.out):
+                if old.startswith(("ckpt-", ".tmp-ckpt-")):
+                    shutil.rmtree(os.path.join(args.out, old), ignore_errors=True)
+                elif old in ("latest", ".latest.tmp"):
+                    os.remove(os.path.join(args.out, old))
         if args.wandb:
             import wandb
             wandb.init(project=args.wandb, config=vars(args))
@@ -913,6 +942,10 @@ def main(argv=None):
     tokenizer, config = load_tokenizer_and_config(path)
     train_rows, evals = load_data(args, tokenizer, config.max_position_embeddings, quiet=not rt.master)
     est = plan_memory(args, config, train_rows, tokenizer, rt, log)       # before any work: may refuse
+    if ckpt and state["args"].get("max_prompt_tokens", args.max_prompt_tokens) != args.max_prompt_tokens:
+        raise ValueError(f"--resume: --max-prompt-tokens was {state['args']['max_prompt_tokens']} in the checkpoint, "
+                         f"now {args.max_prompt_tokens} (it selects the training prompts); resume with the same "
+                         f"--max-prompt-tokens / --max-new-tokens")
     log("train.py " + " ".join(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()))
     os.makedirs(args.out, exist_ok=True)
     if args.model is None and device.type == "cpu":
