@@ -107,7 +107,9 @@ def main():
                 f"({t_mv / t_ours:.0f}x)")
         if expected is not None:
             line += (f"; as expected: ours {sum(o == e for o, e in zip(ours, expected))}, "
-                     f"math-verify {sum(m == e for m, e in zip(theirs, expected))}")
+                     f"math-verify {sum(m == e for m, e in zip(theirs, expected))}; where they differ, math-verify "
+                     f"accepts {sum(m and not o for o, m in zip(ours, theirs))} and rejects "
+                     f"{sum(o and not m for o, m in zip(ours, theirs))}")
         print(line)
         for k, ((c, g), a, b) in enumerate(zip(pairs, ours, theirs)):
             if a != b:

@@ -63,9 +63,11 @@ Both modes:
 - Scheduling. --gpus 0,1,2,3: one job per listed GPU at a time, with CUDA_VISIBLE_DEVICES=<id> in the job's
   environment (repeat an id to share a GPU); training and evaluation jobs go through the same queue, and an
   evaluation takes the next free GPU as soon as its run has finished. Without --gpus: --jobs processes side by
-  side (default 2 in the tiny world, one thread each; 1 with --model), on whatever device each finds. A failed
-  job stops the others (they resume on the next call) and its log is named: RUN/log.txt for training,
-  RUN/eval-log.txt for evaluation.
+  side (default 2 in the tiny world, 1 with --model), on whatever device each finds, one CPU thread each (the
+  tiny world always; with --model when --jobs > 1, a lone job keeping every core). A failed job stops nothing
+  else (killing the jobs beside it would lose their work since their last checkpoint); its evaluation is
+  skipped, and once the rest has finished the call exits with every failure's log named: RUN/log.txt for
+  training, RUN/eval-log.txt for evaluation. --report then tabulates what finished.
 - Resume. Finished training = RUN/run.json, written atomically by the worker after train.py returns; an
   interrupted run continues from its last checkpoint (train.py --resume). Finished evaluation = RUN/eval's
   summary.json holding every benchmark with the expected number of problems and samples; an interrupted one
@@ -76,7 +78,8 @@ Both modes:
   Settings that change speed or memory only (--micro-batch, --rollout-batch, --gradient-checkpointing,
   --device, --wandb, --eval-batch-size) may change between calls; settings train.py did not have when a run
   was made are not compared.
-- Known limit: a run whose loss turns non-finite stops train.py, and so the sweep; drop or lower that rate.
+- Known limit: a run whose loss turns non-finite stops train.py (that run fails, the others go on) and fails
+  again on every rerun: drop or lower that rate, or read the rest with --report.
 """
 
 import argparse
@@ -128,8 +131,9 @@ def worker(out, argv):
     """Run train.main in this process; record its wall/CPU seconds and peak memory in OUT/run.json (the
     marker of a finished run, written atomically)."""
     import torch
-    if not torch.cuda.is_available():  # CPU runs go side by side, one thread each
-        torch.set_num_threads(1)
+    threads = os.environ.get("COMPARE_THREADS")  # run_queue's share of the cores: jobs side by side get one each
+    if threads and not torch.cuda.is_available():  # (a lone real-model job on a CPU gets no limit: every core)
+        torch.set_num_threads(int(threads))
     import train
     t0, c0 = time.time(), time.process_time()
     res = train.main(argv)
@@ -216,10 +220,15 @@ def write_settings(p):
 def run_queue(jobs, slots, cpu_threads):
     """Run every job once, at most one per slot. jobs: dicts with name, cmd, log, ready() -> bool and an
     optional prepare() called just before the start. slots: a CUDA device id (str) per slot, or None for
-    a slot on whatever device the job finds. The first job in `jobs` that is ready takes a free slot, so
-    list evaluations first: each starts as soon as its run has finished. A failed job stops the others
-    (each resumes on the next call) and ends the sweep with its log named. Returns the number started."""
-    pending, running, free, started = list(jobs), [], list(range(len(slots))), 0
+    a slot on whatever device the job finds. cpu_threads: each job's share of the cores (the worker's
+    torch threads, and OMP_NUM_THREADS unless the caller set it), or None for no limit. The first job in
+    `jobs` that is ready takes a free slot, so list evaluations first: each starts as soon as its run has
+    finished. A failed job stops nothing else: stopping the jobs beside it would throw away their work
+    since their last checkpoint (hours of GPU time at the paper's setting), and one diverging rate would
+    block the whole sweep on every rerun. Jobs that wait for a failed one never become ready and are
+    skipped; once nothing else can run, the call ends (SystemExit) naming every failure's log. Ctrl-C stops
+    every running job (each resumes on the next call). Returns the number started."""
+    pending, running, free, started, failed = list(jobs), [], list(range(len(slots))), 0, []
     try:
         while pending or running:
             for item in list(running):
@@ -231,10 +240,9 @@ def run_queue(jobs, slots, cpu_threads):
                 free.sort()
                 log.close()
                 if proc.returncode:
-                    stopped = [j["name"] for _, j, _, _ in running]
-                    raise SystemExit(f"error: {job['name']} failed (exit {proc.returncode}); see {job['log']}"
-                                     + (f"\nstopped: {', '.join(stopped)}" if stopped else "")
-                                     + "\nrerun the same command to resume (finished work is kept)")
+                    failed.append(f"{job['name']} failed (exit {proc.returncode}); see {job['log']}")
+                    print(f"   FAILED: {failed[-1]} (the other jobs go on)", flush=True)
+                    continue
                 print(f"   done: {job['name']}", flush=True)
             for job in [j for j in pending if j["ready"]()]:
                 if not free:
@@ -247,8 +255,10 @@ def run_queue(jobs, slots, cpu_threads):
                 env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
                 if slots[slot] is not None:
                     env["CUDA_VISIBLE_DEVICES"] = slots[slot]
-                if cpu_threads and "OMP_NUM_THREADS" not in os.environ:
-                    env["OMP_NUM_THREADS"] = str(cpu_threads)
+                if cpu_threads:
+                    env["COMPARE_THREADS"] = str(cpu_threads)
+                    if "OMP_NUM_THREADS" not in os.environ:
+                        env["OMP_NUM_THREADS"] = str(cpu_threads)
                 os.makedirs(os.path.dirname(job["log"]), exist_ok=True)
                 log = open(job["log"], "a")
                 log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(job['cmd'])}\n")
@@ -258,14 +268,22 @@ def run_queue(jobs, slots, cpu_threads):
                 running.append((subprocess.Popen(job["cmd"], stdout=log, stderr=subprocess.STDOUT, env=env,
                                                  cwd=HERE), job, slot, log))
             if pending and not running and not any(j["ready"]() for j in pending):
+                if failed:  # they wait for a run that failed
+                    break
                 raise RuntimeError(f"{len(pending)} jobs wait for runs that never finish")  # a planning bug
             time.sleep(0.2)
-    finally:  # stopping early (a failure, Ctrl-C): the running jobs stop too; all of them resume later
+    finally:  # stopping early (Ctrl-C, an error here): the running jobs stop too; all of them resume later
         for proc, _, _, log in running:
             proc.terminate()
         for proc, _, _, log in running:
             proc.wait()
             log.close()
+    if failed:
+        skipped = f"\nnot started (they need a failed run): {', '.join(j['name'] for j in pending)}" if pending else ""
+        raise SystemExit(f"error: {len(failed)} of {started} jobs failed:\n  " + "\n  ".join(failed) + skipped
+                         + "\nevery other job finished and is kept. Fix the cause and rerun the same command: it "
+                           "retries only what is missing (a run whose loss turned non-finite fails again: drop or "
+                           "lower that rate); add --report for the tables of what has finished")
     return started
 
 
@@ -758,7 +776,10 @@ def real_main(args):
 
 
 def check_real_args(args):
-    own = [t for t in shlex.split(args.train_args or "") if t.split("=")[0] in OWN_FLAGS]
+    # argparse also takes unique prefixes (--eval-d for --eval-dataset): refuse those of our flags too
+    # (no other train.py flag is a prefix of one of ours, so nothing legitimate is caught)
+    own = [t for t in shlex.split(args.train_args or "") if t.startswith("--") and len(t.split("=")[0]) > 2
+           and any(f.startswith(t.split("=")[0]) for f in OWN_FLAGS)]
     if own:
         raise SystemExit(f"error: --train-args may not set {', '.join(own)}: compare.py sets it for every run "
                          f"(use compare.py's own flags: --model, --dataset, --data-dir, --preset, --steps, "

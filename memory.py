@@ -35,9 +35,12 @@ Choices and simplifications (each checked against measured peaks by `python benc
   transformers imported (0.6 GiB) on CPU.
 - FSDP (--fsdp): weights, and for full fine-tuning the whole trainable state, are divided by the
   number of processes; while a layer computes, its gathered copy (two at a time, with prefetch) and
-  the root's embedding / LM head are whole. train.py loads the whole model on every device before it
-  shards it (and full fine-tuning's KL reference copy with it): that load must fit too. Rollouts run unsharded when the whole bf16 model fits
-  next to the KV cache (torchtune's choice: no all-gather per token), otherwise sharded.
+  the root's embedding / LM head are whole (full fine-tuning's reference gathers its own root while it
+  scores), in the compute dtype (bf16 on CUDA, full fine-tuning's fp32 masters included). train.py
+  loads the whole model on every device before it shards it (and full fine-tuning's KL reference copy,
+  or the adapters with apply_geora's fp32 scratch): that load must fit too. Rollouts run unsharded
+  when the whole gathered model fits next to the KV cache (torchtune's choice: no all-gather per
+  token), otherwise sharded.
 - The budget is 90% of the device's memory (CUDA: total memory; CPU: MemAvailable), the rest left
   to fragmentation. The automatic --rollout-batch is the largest chunk (of this process's
   completions of a step) whose sampling phase fits in what the weights and the scoring phase leave.
@@ -132,9 +135,10 @@ def estimate(config, method="geora", rank=16, device="cuda", dtype="auto", rollo
         n = adapter_params(s, rank)
         out["trainable_state"] = n * (16 if method == "lora" else 20)
         out["reference_copy"] = 0
+    g_bytes = act if cuda else w_bytes                    # FSDP gathers in the compute dtype (full FT: its mp policy)
     if fsdp:  # whole while in use: two gathered layers (prefetch) and the root's embedding / head
         layer = (s["params"] - s["root_params"]) / s["layers"]
-        out["gathered"] = (2 * layer + s["root_params"]) * (2 if cuda else w_bytes)
+        out["gathered"] = (2 * layer + s["root_params"]) * g_bytes
     static = sum(out.values()) + (GiB if cuda else 0.6 * GiB)
     T = prompt_tokens + new_tokens
 
@@ -149,6 +153,8 @@ def estimate(config, method="geora", rank=16, device="cuda", dtype="auto", rollo
         out["scoring"] = s["layers"] * tokens * s["hidden"] * act + max(logits, 1.25 * per_layer)
     else:
         out["scoring"] = s["layers"] * per_layer + max(logits, 0.25 * per_layer)
+    if fsdp and out["reference_copy"]:  # the reference's root, gathered while it scores (beside the policy's)
+        out["scoring"] += s["root_params"] * g_bytes
 
     # sampling, per completion in a chunk: the prefill (one layer's MLP over the prompt, while the cache holds
     # only the prompt) or, later, the whole KV cache and the sampler's (rows, V) work
@@ -158,10 +164,10 @@ def estimate(config, method="geora", rank=16, device="cuda", dtype="auto", rollo
     if budget is None:
         budget = device_memory(device)
     room = budget - static
-    unsharded = 0.0           # FSDP, unsharded rollouts: the rest of the bf16 model, gathered on every process
+    unsharded = 0.0           # FSDP, unsharded rollouts: the rest of the model, gathered on every process
     out["fsdp_generate"] = None
     if fsdp:  # every unit's whole bf16 parameters, beside its shard (FSDP2 gathers into separate buffers)
-        extra = max(0.0, s["params"] * 2 - out["gathered"])
+        extra = max(0.0, s["params"] * g_bytes - out["gathered"])
         out["fsdp_generate"] = "unsharded" if room - extra >= per_row * min(rollouts, 8) else "sharded"
         if out["fsdp_generate"] == "unsharded":
             unsharded, room = extra, room - extra
@@ -170,8 +176,14 @@ def estimate(config, method="geora", rank=16, device="cuda", dtype="auto", rollo
     out["sampling"] = rollout_batch * per_row + unsharded
     out["total"] = static + max(out["sampling"], out["scoring"])
     # train.py loads the whole model (and full fine-tuning's frozen reference) on every device before sharding
+    # (adapter methods: with A, B, A0, B0 and apply_geora's fp32 scratch, up to two matrices per distinct shape)
     out["load"] = s["params"] * w_bytes * (2 if ref_copy else 1) + (GiB if cuda else 0.6 * GiB)
+    if method != "full":
+        n = adapter_params(s, rank)
+        out["load"] += n * (4 if method == "lora" else 8) + (0 if method == "lora" else 2 * 4 * sum(
+            i * o for i, o in set(s["linears"].values())))
     out.update(budget=budget, rollout_batch=rollout_batch, kv_per_token=kv_per_token, params=s["params"],
+               sampling_row=per_row,
                fits=out["total"] <= budget and (not fsdp or out["load"] <= budget))
     return out
 

@@ -42,17 +42,22 @@ an answer field) raises ValueError: that is a caller's error that would silently
 Normalisation (both sides): `$`, `\\$`, `\\left`/`\\right`, spacing commands, `\\dfrac`/`\\tfrac` -> `\\frac`,
 `\\frac43` / `\\sqrt2` TeX shorthand, degrees (`^\\circ`, `°`), unit words in `\\text{}` / `\\mbox{}` /
 `\\mathrm{}` when something else remains (`\\mathrm{e}` and other single letters stay: they are maths),
-trailing unit words after a number ("5 apples"), a trailing `.`, leading `=` / `\\approx`, thousands commas
-only in correct 3-digit groups after a nonzero leading group and only when the gold is a single value
-(`1,234`, `10,\\!080` and TeX's `1{,}080` yes; `1,2`, `32, 349` and `0,111` are lists), leading zeros (AIME
-"025" = 25), trailing zeros (`18.00` = 18). "and" / "or" between items, bare or in `\\text{}`, with or without
-a comma before them, separate list items (`2, 3, \\text{ and } 4` = `2, 3, 4`; `$1$ and $2$`) unless the whole
-answer is words ("Alice and Bob" stays a name). `28 pct` / `28 percent` = `28\\%`; `x != 3` and `\\not=` are
-`\\ne` (`!=` right after a digit is a factorial: `5!=120` is 5! = 120). Code-style golds (Minerva): `np.` /
-`math.` prefixes go, and `-1./3` is -1/3. Clock times (`8:34 \\text{ p.m.}`, `\\text{1:03 PM}`, `20:34`) are
-times of day on the 24-hour clock; without a.m./p.m. the hour is read as written, so 20:34 = 8:34 p.m. but
-8:34 != 8:34 p.m. (a gold `9:24` accepts 9:24 a.m., not 9:24 p.m.); `19:60` is not a time (ratios compare as
-text).
+trailing unit words after a number ("5 apples", "12 cm", "0.5 M"; not after an expression with variables, so
+Minerva's `... M_{\\odot}^{6}} M^{6}` keeps its factor M, and single letters other than m, s, h, g are maths, so
+`\\frac12 m v^2` stays), except words that change the value, bare or in `\\text{}`: "5 thousand" is 5 \\times 10^{3}
+(hundred, thousand, million, billion, trillion; dozen is 12), "3 squared" and "2 thirds" are not numbers. A trailing
+`.`, leading `=` / `\\approx`. TeX's thousands separators in 3-digit groups after a nonzero leading group
+(`1{,}080`, `10,\\!080`, `111, \\! 111, \\! 111`) are removed wherever they stand (`\\frac{12}{5,\\!525}`); plain
+thousands commas (`1,234`) only when the gold is a single value (`1,2`, `32, 349` and `0,111` are lists). A gold
+written `70,110` is either the number or the list: a list prediction is compared with the list (MATH
+test/precalculus/528, "separated by commas"), unless a group starts with 0 (`1,080` is no list). Leading zeros (AIME
+"025" = 25), trailing zeros (`18.00` = 18). "and" / "or" between items, bare or in `\\text{}`, with or without a
+comma before them, separate list items (`2, 3, \\text{ and } 4` = `2, 3, 4`; `$1$ and $2$`) unless the whole answer
+is words ("Alice and Bob" stays a name). `28 pct` / `28 percent` = `28\\%`; `x != 3` and `\\not=` are `\\ne` (`!=`
+right after a digit is a factorial: `5!=120` is 5! = 120). Code-style golds (Minerva): `np.` / `math.` prefixes go,
+and `-1./3` is -1/3. Clock times (`8:34 \\text{ p.m.}`, `\\text{1:03 PM}`, `20:34`) are times of day on the 24-hour
+clock; without a.m./p.m. the hour is read as written, so 20:34 = 8:34 p.m. but 8:34 != 8:34 p.m. (a gold `9:24`
+accepts 9:24 a.m., not 9:24 p.m.); `19:60` is not a time (ratios compare as text).
 
 Comparison, in this order:
   - identical parse trees (or identical normalised text) are equal;
@@ -60,14 +65,18 @@ Comparison, in this order:
     mixed numbers `7\\frac{1}{2}` = 15/2 (an integer directly followed by `\\frac` of two integers), decimals
     and e-notation are exact too (`0.15` = 3/20, `4.5e33` = `4.5\\times 10^{33}`);
   - rounding: a decimal gold is taken as rounded at its last written digit, so a prediction is right iff it
-    rounds to the gold there (|pred - gold| <= half a unit of the gold's last digit): more digits never hurt,
-    fewer never help (gold 4.5e33 accepts 4.487e33; gold 0.5613 rejects 0.561). An exact gold (a fraction,
-    radical, multiple of pi: "express as a common fraction", "in simplest radical form", "in terms of pi")
+    rounds to the gold there (|pred - gold| < half a unit of the gold's last digit): more digits never hurt,
+    fewer never help (gold 4.5e33 accepts 4.487e33; gold 0.5613 rejects 0.561). A tie, exactly half a unit
+    away, is not accepted: it is what a different exact value one digit longer gives (gold 0.2 rejects 0.25
+    and 1/4, gold 0.01 rejects 0.005, gold .5 rejects 0.45 and 0.55). An exact gold (a fraction, radical,
+    multiple of pi: "express as a common fraction", "in simplest radical form", "in terms of pi")
     asks for the exact value, so a decimal prediction of it is right only with >= MIN_SIG_DIGITS = 6
     significant digits, correctly rounded: 0.333333 for 1/3 and 3.14159 for pi, never 0.333, 3.14, 3.1416,
     1.41 for sqrt 2 or 37.7 for 12 pi (Math-Verify, Qwen's grader and the MATH grader reject those too; six
-    correct digits are evidence of the exact value, three are what a rounded guess gives). Exact values are
-    never compared with a tolerance, and comparisons are relative, so 2^-99 != 2^-98 and 1/2004! != 1/2006!;
+    correct digits are evidence of the exact value, three are what a rounded guess gives). That is for values
+    no decimal can write: an exact gold with a finite decimal expansion needs it whole (1234567 rejects
+    1.23457e6, 1000000007 rejects 1.00000e9, 1/1024 rejects 0.000976563). Exact values are never compared
+    with a tolerance, and comparisons are relative, so 2^-99 != 2^-98 and 1/2004! != 1/2006!;
   - approximations: `X \\approx D` after a constant X, D a written number, is X once D is checked to be X
     rounded at D's last digit (an integer: at its units): `\\frac{\\sqrt3}{3} \\approx 0.577` equals
     `\\frac{\\sqrt3}{3}` on either side; a wrong approximation (`\\approx 0.578`) leaves the answer comparable
@@ -101,7 +110,9 @@ Comparison, in this order:
     simplify, expand_trig, combsimp, expand_log; generic symbols, then positive ones: the complex test has
     already told |x| from x). A true identity sympy cannot prove is `wrong`: a false negative, never a false
     positive. Other conventions: `\\log` is the natural log, `e` is Euler's number, `i` the imaginary unit,
-    `x^23` is x^{23} (plain-text habit), letters side by side multiply (`ab` = a*b).
+    `x^23` is x^{23} (plain-text habit), letters side by side multiply (`ab` = a*b), but a letter followed
+    by a number in parentheses is a function's value, one name (`I(0)`, `f(2)`: not I*0, so `2I(0)` != `I(0)`;
+    `x(x+1)` is a product), and as a label it is dropped like `x`: `f(3) = 5` = 5.
 
 Safety and time bounds: inputs are capped (above); parse depth is capped; every power, factorial and
 exponential is size-checked *before* it is evaluated (a result beyond ~2^200000 is refused, so
@@ -405,8 +416,10 @@ _SUBS = [
     (re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits|mathstrut|boldsymbol|bm)(?![a-zA-Z])"), ""),
     (re.compile(r"\\[()\[\]]"), " "),                                      # \( \) \[ \]
     (re.compile(r"(?<![A-Za-z_.])(?:np|numpy|math|sp|sympy)\.(?=[a-z])"), ""),          # np.arcsin(10/13)
-    (re.compile(r"\{,\}"), ","),                                            # 1{,}080: TeX's thousands comma
-    (re.compile(r",\\!\s*"), ","),                                          # 10,\!080
+    (re.compile(r"(?<![\d.])[1-9]\d{0,2}(?:(?:\{,\}|,\s*\\!\s*)\d{3})+(?!\d)"),  # TeX's thousands separators
+     lambda m: re.sub(r"\{,\}|,\s*\\!\s*", "", m.group())),               # 1{,}080, 5,\!525, 111, \! 111
+    (re.compile(r"\{,\}"), ","),                                            # 0{,}111 (a leading 0 is no group)
+    (re.compile(r",\s*\\!\s*"), ","),
     (re.compile(r"\\!"), ""),
     (re.compile(r"\\(?:quad|qquad|enspace|thinspace|medspace|thickspace)(?![a-zA-Z])|\\[,;: ]|~"), " "),
     (re.compile(r"\\[dtc]frac(?![a-zA-Z])"), r"\\frac"),
@@ -432,6 +445,24 @@ _MATH_WORDS = {"pi", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp
 _UNIT_TAIL_RE = re.compile(r"(.*?[0-9}])\s+([A-Za-z]+(?:[\s\-][A-Za-z]+)*)(?:\^\{?\d\}?)?")
 _SHORT_UNITS = {"cm", "mm", "km", "m", "ft", "in", "kg", "g", "mg", "ml", "hr", "hrs", "min", "sec", "yd", "mi",
                 "oz", "lb", "lbs", "mph", "sq", "deg", "rad", "s", "h"}
+_SCALES = {w + p: v for w, v in (("hundred", "10^{2}"), ("thousand", "10^{3}"), ("million", "10^{6}"),
+                                 ("billion", "10^{9}"), ("trillion", "10^{12}"), ("dozen", "12")) for p in ("", "s")}
+_VALUE_WORDS = {"half", "halves", "squared", "cubed", "factorial", "percent", "pct"} | {
+    w + p for w in ("third", "quarter", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
+                    "hundredth", "thousandth", "millionth") for p in ("", "s")}  # "2 thirds" is not 2 of a unit
+
+
+def _is_unit(front, words):
+    """Whether the words after `front` name a unit ("5 apples", "12 cm", "\\frac{37}{4} m") that can go. Not
+    after an expression with variables (`\\frac{dM}{dt} = ... M^{6}`: M is a factor there, not molar), not when
+    a single letter other than m, s, h, g is among them (`\\frac12 m v^2`), not "sin", and not words that change
+    the value (5 thousand, 3 squared, 2 thirds)."""
+    if re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", front)):
+        return False
+    if any(w.lower() in _SCALES or w.lower() in _VALUE_WORDS or w.lower() in _MATH_WORDS for w in words):
+        return False
+    return ((len(words[0]) >= 4 or words[0].lower() in _SHORT_UNITS)
+            and not any(len(w) == 1 and w.lower() not in _SHORT_UNITS for w in words))
 
 
 def _strip_text_groups(s):
@@ -451,6 +482,7 @@ def _strip_text_groups(s):
             s = s[:m.start()] + (" and " if re.search("[a-z]", body.lower()) else " , ") + s[end:]
             continue
         is_unit = (_WORDS_RE.fullmatch(body) is not None and re.search(r"[0-9A-Za-z\\]", rest) is not None
+                   and not set(map(str.lower, body.split())) & (_SCALES.keys() | _VALUE_WORDS)  # 5 \text{ thousand}
                    and not (m.group(1) in ("mathrm", "mathbf", "mathit", "operatorname") and len(body) == 1)
                    and not re.search(r"_\s*\{?\s*$", s[:m.start()]))  # \lambda_{\text{red}} is a name
         if is_unit:
@@ -487,11 +519,13 @@ def _clean(s):
     if not _WORDS_ONLY_RE.fullmatch(s.strip()):  # "2, 3, and 4", "12 and 13" are lists; "Alice and Bob" is a name
         s = _AND_OR_RE.sub(" , ", s)
     m = _UNIT_TAIL_RE.fullmatch(s.strip())
-    if m:  # "5 apples", "12 cm": trailing words after a number (not "4 ab", which is maths)
+    if m:  # "5 apples", "12 cm": trailing words after a number (not "4 ab" or "M^{6}", which are maths)
         words = re.split(r"[\s\-]+", m.group(2))
-        unit = len(words[0]) >= 4 or words[0].lower() in _SHORT_UNITS
-        if unit and not any(w.lower() in _MATH_WORDS for w in words):
+        if _is_unit(m.group(1), words):
             s = m.group(1)
+        elif (words[0].lower() in _SCALES and len(words) == 1 + sum(w.lower() not in _SCALES for w in words[1:])
+              and re.fullmatch(r"[+-]?\d+(?:\.\d+)?", m.group(1).strip())):  # 5 thousand, 2.5 million dollars
+            s = m.group(1) + " \\times " + _SCALES[words[0].lower()]
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"^(?:=|\\approx|\\sim)\s*", "", s)
     s = re.sub(r"(?<!\\)[.\s]+$", "", s).replace("\0", " \\\\ ")
@@ -807,7 +841,7 @@ class _Parser:
         elif len(t) == 1 and t.isalpha():
             self.take()
             nm = self.name(t)
-            node = ("c", nm) if nm in ("e", "i") else ("v", nm)
+            node = ("c", nm) if nm in ("e", "i") else ("v", nm + self.at_number())
         elif t in ("(", "["):
             node = self.brackets()
         elif t == "{":
@@ -857,13 +891,28 @@ class _Parser:
             node = self.function()
         elif t.startswith("\\") and t[1:] in _GREEK:
             self.take()
-            node = ("v", self.name(t))
+            node = ("v", self.name(t) + self.at_number())
         elif t.startswith("\\begin{"):
             node = self.matrix()
         else:
             raise _ParseError(f"unknown token {t!r}")
         self.depth -= 1
         return node
+
+    def at_number(self):
+        """`(0)` right after a variable: I(0), f(2) are the values of a function at a number, one name, not the
+        product I * 0 (which would make `2I(0)` equal to `I(0)`); x(x+1) stays a product. "" if none."""
+        t, i = self.toks, self.i
+        if self.peek() != "(":
+            return ""
+        j = i + 1 + (i + 1 < len(t) and t[i + 1] == "-")
+        k = j
+        while k < len(t) and (t[k].isdigit() or t[k] == "." and k > j):
+            k += 1
+        if k == j or k >= len(t) or t[k] != ")":
+            return ""
+        self.i = k + 1
+        return "".join(t[i:k + 1])
 
     def brackets(self):
         open_ = self.take()
@@ -1301,6 +1350,7 @@ def _decimal(node):
 
 
 _HALF = Fraction(1, 2) * (1 + Fraction(1, 10 ** 12))  # half a unit, with slack for the 60-digit path
+_HALF_OPEN = Fraction(1, 2) * (1 - Fraction(1, 10 ** 12))  # ... less than half a unit, past the path's noise
 
 
 def _close(g, p, gdec, pdec):
@@ -1309,13 +1359,28 @@ def _close(g, p, gdec, pdec):
     diff = abs(g - p)
     if diff == 0:
         return True
-    if gdec is not None:  # the gold was rounded at its last digit
-        return diff <= gdec[0] * _HALF
-    if pdec is not None:  # a decimal approximation of an exact gold: 6 significant digits, correctly rounded
+    if gdec is not None:  # the gold was rounded at its last digit; a tie is no evidence of that (0.25 for gold
+        if isinstance(diff, Fraction):  # 0.2 is 1/4 written whole, not 1/5 rounded)
+            return diff < gdec[0] / 2
+        return diff < gdec[0] * _HALF_OPEN
+    if pdec is not None:  # a decimal approximation of an exact gold: 6 significant digits, correctly rounded,
+        if isinstance(g, Fraction) and _terminates(g):  # of a value that no decimal can write (1/3, pi), not
+            return False                                 # of one it can (1234567, 1/1024: every digit, or wrong)
         return pdec[1] >= MIN_SIG_DIGITS and diff <= pdec[0] * _HALF
     if isinstance(diff, Fraction):
         return False  # two exact rationals: no tolerance
     return diff <= _MP.mpf(10) ** -40 * max(abs(g), abs(p))
+
+
+def _terminates(q):
+    """Whether a rational has a finite decimal expansion: its denominator, without its factors 2, is a power of 5
+    (found from its bit length: one power to check, ~1 ms at MAX_BITS, not a division per factor)."""
+    d = q.denominator
+    d >>= (d & -d).bit_length() - 1
+    for j in range(max(0, int((d.bit_length() - 1) / math.log2(5)) - 1), int(d.bit_length() / math.log2(5)) + 2):
+        if (5 ** j).bit_length() == d.bit_length():
+            return 5 ** j == d
+    return False
 
 
 def _inf_sign(node):
@@ -1558,7 +1623,13 @@ def _equivalent(pred, gold):
         return _letters(pclean) == gnode[1], pclean, gclean
     if gnode is None or pnode is None:
         return False, pclean, gclean
-    return gnode == pnode or _match(gnode, pnode, gpct, ppct), pclean, gclean
+    if gnode == pnode or _match(gnode, pnode, gpct, ppct):
+        return True, pclean, gclean
+    if pnode[0] == "list" and gnode[0] == "n":  # a bare 70,110 is a number or a list ("separated by commas",
+        lclean, lnode, lpct = _prepare(gold, False)  # MATH test/precalculus/528); not 1,080 (no 080 item)
+        if lnode is not None and lnode[0] == "list" and _THOUSANDS_RE.fullmatch(lclean) and ",0" not in lclean:
+            return _match(lnode, pnode, lpct, ppct), pclean, gclean
+    return False, pclean, gclean
 
 
 def grade(completion, gold):

@@ -75,6 +75,26 @@ def test_estimate_picks_the_largest_rollout_batch_that_fits():
     assert four["weights"] == pytest.approx(one["weights"] / 4) and four["fsdp_generate"] == "unsharded"
 
 
+def test_fsdp_gathered_copies_are_in_the_dtype_fsdp_gathers():
+    """Units are gathered in the compute dtype: bf16 on CUDA (full fine-tuning's fp32 masters too, by its
+    MixedPrecisionPolicy), fp32 with --dtype fp32 or on CPU; full fine-tuning's reference gathers its own root
+    while it scores."""
+    s = memory.shapes(memory.CONFIGS["qwen2.5-7b"])
+    layer = (s["params"] - s["root_params"]) / s["layers"]
+    kw = dict(rollouts=8, micro_batch=1, prompt_tokens=256, new_tokens=256, world=4, fsdp=True, budget=1e13)
+    for method, device, dtype, nbytes in [("geora", "cuda", "auto", 2), ("full", "cuda", "auto", 2),
+                                          ("geora", "cuda", "fp32", 4), ("full", "cuda", "fp32", 4),
+                                          ("geora", "cpu", "auto", 4), ("full", "cpu", "bf16", 2)]:
+        est = memory.estimate(memory.CONFIGS["qwen2.5-7b"], method, device=device, dtype=dtype, **kw)
+        assert est["gathered"] == pytest.approx((2 * layer + s["root_params"]) * nbytes), (method, device, dtype)
+        assert est["fsdp_generate"] == "unsharded"              # the whole model gathered beside its shard
+        assert est["sampling"] == pytest.approx(est["rollout_batch"] * est["sampling_row"] + s["params"] * nbytes
+                                                - est["gathered"]), (method, device, dtype)
+        ref = memory.estimate(memory.CONFIGS["qwen2.5-7b"], method, device=device, dtype=dtype, ref_copy=True, **kw)
+        if method == "full":
+            assert ref["scoring"] == pytest.approx(est["scoring"] + s["root_params"] * nbytes)
+
+
 def test_fits_table_covers_the_models():
     table = memory.fits_table()
     for name in memory.CONFIGS:

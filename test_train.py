@@ -312,6 +312,32 @@ def test_smoke_kl_penalty_and_aggregations(world, tmp_path, method, agg, beta):
     assert len(steps) == 2 and all(math.isfinite(l["loss"]) for l in steps)
     assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-6)    # first step: policy == reference
     assert steps[1]["kl"] > 0                                  # after one update it has moved
+    if method == "full":  # with its frozen copy, full fine-tuning reports the adapters' geometry too
+        evals = [l for l in _lines(tmp_path) if "eval_acc" in l]
+        assert evals[0]["rel_update"] == 0 and evals[0]["s_head"] == 0
+        assert evals[-1]["rel_update"] > 0 and 0 < evals[-1]["s_head"] <= 1
+
+
+def test_full_geometry_measures_the_update_like_geora():
+    """dW along W0's top right singular direction has S_head 1, along its bottom one ~0; rel_update is
+    ||dW|| / ||W0|| averaged over the seven projections (hand-computed here)."""
+    import copy
+    model = _micro_model(50, hidden=64)   # every projection wider than k = 16: a bottom direction exists outside the top
+    ref = copy.deepcopy(model)
+    assert train.full_geometry(model, ref) == {"s_head": 0.0, "rel_update": 0.0}
+    rels = {}
+    for which, want in ((0, 1.0), (-1, 0.0)):
+        with torch.no_grad():
+            for name, lin in model.named_modules():
+                if name.split(".")[-1] in geora.TARGETS:
+                    W0 = ref.get_submodule(name).weight
+                    v = torch.linalg.svd(W0, full_matrices=False).Vh[which]           # (in,)
+                    u = torch.randn(W0.shape[0], generator=torch.Generator().manual_seed(len(name)))
+                    lin.weight.copy_(W0 + 0.01 * torch.outer(u, v))
+                    rels[name] = (0.01 * u.norm() / W0.norm()).item()
+        g = train.full_geometry(model, ref)
+        assert g["s_head"] == pytest.approx(want, abs=1e-4)
+        assert g["rel_update"] == pytest.approx(sum(rels.values()) / len(rels), rel=1e-4)
 
 
 def test_resume_is_exact(world, tmp_path):
@@ -337,6 +363,14 @@ def test_resume_is_exact(world, tmp_path):
     assert [l["reward"] for l in sa] == [l["reward"] for l in sb]
     with pytest.raises(ValueError, match="--rank"):
         train.main(_args(world, resumed, "--steps", "5", "--resume", "--rank", "2"))
+    for flag, value in (("--beta", "0.1"), ("--temperature", "0.7"), ("--max-new-tokens", "10")):
+        with pytest.raises(ValueError, match=flag):  # the objective and the rollouts define the run
+            train.main(_args(world, resumed, "--steps", "5", "--resume", flag, value))
+    # a new --lr is used, not just logged: AdamW's restored group would otherwise keep the old rate
+    train.main(_args(world, resumed, "--steps", "6", "--resume", "--lr", "3e-3", "--save-every", "1"))
+    trainer = torch.load(os.path.join(train.latest_checkpoint(str(resumed)), "trainer.pt"), weights_only=False)
+    assert [g["lr"] for g in trainer["optimizer"]["param_groups"]] == [3e-3]
+    assert [l["lr"] for l in _lines(resumed) if l.get("step") == 6 and "reward" in l] == [3e-3]
 
 
 def _init(world):
@@ -420,18 +454,33 @@ def test_top_p_filter_keeps_the_smallest_sufficient_set():
 
 def _chatty_checkpoint(tmp_path):
     """A saved micro model whose generation_config.json carries an Instruct checkpoint's sampling
-    defaults and more: every one of them would change what generate() draws."""
+    defaults and every other field transformers turns into a logits processor, a decoding mode or a
+    stopping rule: each one would change what generate() draws (or where it stops)."""
     tok = tiny.make_tokenizer()
     model = _micro_model(len(tok), seed=4)
     g = model.generation_config
     g.do_sample, g.temperature, g.top_k, g.top_p, g.repetition_penalty = True, 0.7, 20, 0.8, 1.1
     g.no_repeat_ngram_size, g.min_new_tokens, g.suppress_tokens = 2, 3, [5, 6]
+    g.min_length, g.max_length, g.bad_words_ids, g.begin_suppress_tokens = 30, 12, [[7], [8, 9]], [10, 11]
+    g.forced_bos_token_id, g.forced_eos_token_id, g.exponential_decay_length_penalty = 12, 1, (2, 1.5)
+    g.epsilon_cutoff, g.eta_cutoff, g.typical_p, g.min_p = 3e-4, 3e-4, 0.9, 0.05
+    g.guidance_scale, g.renormalize_logits, g.num_beams, g.length_penalty = 1.5, True, 2, 2.0
+    g.encoder_repetition_penalty, g.stop_strings, g.return_dict_in_generate = 1.2, ["apple"], True
     model.save_pretrained(tmp_path / "chatty")
     tok.save_pretrained(tmp_path / "chatty")
     from transformers import AutoModelForCausalLM
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "chatty")
     assert loaded.generation_config.repetition_penalty == 1.1 and loaded.generation_config.top_k == 20
+    assert loaded.generation_config.forced_bos_token_id == 12 and loaded.generation_config.num_beams == 2
+    loaded.generation_config.sequence_bias = [[[13], 4.0]]   # (its JSON form does not load back in transformers 5)
     return loaded, tok
+
+
+def _stops_only_at_eos_or_budget(r, eos, budget):
+    """Every completion ends on its first EOS or runs the whole budget: no stopping rule cut it short."""
+    for i, n in enumerate(r["mask"].sum(1).long().tolist()):
+        last = int(r["input_ids"][i, r["input_ids"].shape[1] - r["n_completion"] + n - 1])
+        assert n == budget or last in eos, (i, n, last)
 
 
 def test_generate_ignores_the_checkpoint_generation_config(tmp_path):
@@ -452,16 +501,18 @@ def test_generate_ignores_the_checkpoint_generation_config(tmp_path):
     for i in range(len(prompts)):
         n = int(r["mask"][i].sum())
         assert torch.equal(r["input_ids"][i, -L:][:n], hand[i, :n]), i
+    _stops_only_at_eos_or_budget(r, [tok.eos_token_id], N)
     # the test can fail: the checkpoint's own settings do change plain greedy generate()
     plain = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,
-                           max_new_tokens=N, pad_token_id=0)
-    assert not torch.equal(plain[:, -N:], hand)
+                           max_new_tokens=N, pad_token_id=0, tokenizer=tok, return_dict_in_generate=False)
+    assert not torch.equal(plain, ids)
     assert model.generation_config.repetition_penalty == 1.1           # restored after the call
     # sampled: the sampler's own log-probs are exactly what token_logprobs scores
     s = grpo.generate(model, tok, prompts, n=4, temperature=0.8, max_new_tokens=N, seed=1)
     logp, _ = grpo.token_logprobs(model, s["input_ids"], s["attention_mask"], s["n_completion"], 0.8)
     m = s["mask"]
     assert m.sum() > 20
+    _stops_only_at_eos_or_budget(s, [tok.eos_token_id], N)
     assert ((logp - s["logprobs"]).abs() * m).max() < 1e-5
 
 
@@ -555,6 +606,10 @@ def test_long_prompts_are_dropped_and_counted(world, tmp_path, capsys):
     assert args.max_prompt_tokens == 256 - 12                              # default: the context left
     with pytest.raises(ValueError, match="--max-new-tokens"):
         train.load_data(train.parse_args(_args(world, tmp_path / "o", "--max-new-tokens", "300")), tok, 256)
+    # prompt + answer budgets past the context: the paper preset's 1024 prompt tokens here, or explicit flags
+    for extra in (["--preset", "paper"], ["--max-prompt-tokens", "200", "--max-new-tokens", "100"]):
+        with pytest.raises(ValueError, match="context.*: lower --max-prompt-tokens or --max-new-tokens"):
+            train.load_data(train.parse_args(_args(world, tmp_path / "o", *extra)), tok, 256)
 
 
 def test_holdout_rows_never_train_and_are_the_eval_set(world, tmp_path):
@@ -592,6 +647,57 @@ def test_beta0_metrics_cover_every_completion(world, tmp_path):
         for x, y in zip(a, b):
             assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-7), k
     assert a[1]["kl"] > 0
+
+
+def _rt(rank=0, world=1):
+    import argparse
+    import contextlib
+    return argparse.Namespace(rank=rank, world=world, device=torch.device("cpu"), master=rank == 0,
+                              fsdp_generate=None, synced_gpus=False, autocast=contextlib.nullcontext())
+
+
+def test_eval_decodes_rollout_batch_prompts_per_call_and_memory_counts_them(world, tmp_path, monkeypatch):
+    """Decoding costs per step, not per row: greedy evaluation goes --rollout-batch prompts at a time (it
+    went 32 at a time, 8x the decoding steps at the LLM defaults), and the memory estimate that sized
+    --rollout-batch counts the held-out prompts, which may be longer than every training prompt."""
+    from transformers import AutoConfig
+    args = train.parse_args(_args(world, tmp_path, "--rollout-batch", "40"))
+    tok = tiny.make_tokenizer()
+    short, long_ = [{"question": "q", "gold": "1"}], [{"question": "word " * 50, "gold": "1"}]
+    seen, real = {}, train.memory.estimate
+    monkeypatch.setattr(train.memory, "estimate", lambda *a, **k: seen.update(k) or real(*a, **k))
+    train.plan_memory(args, AutoConfig.from_pretrained(world / "model"), short, tok, _rt(), lambda *a: None,
+                      {"eval": long_})
+    assert seen["prompt_tokens"] == len(tok.encode(format_prompt(tok, long_[0]["question"]), add_special_tokens=False))
+    sizes = []
+    monkeypatch.setattr(train.grpo, "evaluate", lambda *a, **k: sizes.append(k["batch_size"]) or (0.0, []))
+    train.evaluate(torch.nn.Linear(1, 1), tok, {"eval": short * 50}, args, _rt())
+    assert sizes == [40]
+
+
+def test_resume_with_more_processes_than_wrote_the_checkpoint(tmp_path):
+    """Rank 1 of 2 resuming a one-process checkpoint: the saved RNG list has no entry for it (this was
+    an IndexError); the optimizer state loads, the RNG streams start afresh, and it says so. The same
+    count restores this rank's RNG state."""
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.AdamW([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    (tmp_path / "ckpt").mkdir()
+    torch.manual_seed(7)
+    torch.save({"optimizer": opt.state_dict(), "rng": [train.rng_state()]}, tmp_path / "ckpt" / "trainer.pt")
+    saved = torch.get_rng_state()
+    for rank, world in ((1, 2), (0, 1)):
+        torch.manual_seed(99)
+        fresh = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+        said = []
+        args = train.parse_args(["--steps", "1", "--lr", "0.1"])       # a replicated (not --fsdp) run, same rate
+        train.load_trainer_state(args, None, fresh, str(tmp_path / "ckpt"), _rt(rank, world), said.append)
+        assert fresh.state_dict()["state"][0]["step"] == 1
+        if world == 2:
+            assert said and "1 processes, now 2" in said[0] and not torch.equal(torch.get_rng_state(), saved)
+        else:
+            assert not said and torch.equal(torch.get_rng_state(), saved)
 
 
 def test_gradient_checkpointing_changes_nothing_but_memory(world, tmp_path):

@@ -43,9 +43,11 @@ Defaults, in order of precedence: explicit flags > --preset > the world's defaul
   gradient checkpointing on; bf16 is what --dtype auto does on CUDA. Explicit flags override it.
 - Prompts longer than --max-prompt-tokens (default: the preset's 1024, else the model's context
   minus --max-new-tokens) are dropped when the data is loaded and counted in the printed summary,
-  never truncated; too few left is an error naming the flag. --holdout N keeps N training rows
-  (a fixed draw, the same for every seed and method) out of training and evaluates on them: the
-  model-selection split compare.py uses, so the reported benchmarks never pick a learning rate.
+  never truncated; too few left is an error naming the flag, and so is --max-prompt-tokens +
+  --max-new-tokens past the model's context (the paper preset on a short-context model).
+  --holdout N keeps N training rows (a fixed draw, the same for every seed and method) out of
+  training and evaluates on them: the model-selection split compare.py uses, so the reported
+  benchmarks never pick a learning rate.
 
 Choices and simplifications:
 - One optimizer step per batch of rollouts, so the policy that sampled is the policy being
@@ -63,7 +65,9 @@ Choices and simplifications:
   accumulation and data parallelism give the same gradient as one big batch.
 - Reference policy (KL penalty and the logged KL): for adapter methods the same model under
   geora.adapters_disabled (exactly the initial weights, no copy). For full fine-tuning a frozen
-  copy is kept only when --beta > 0 or --log-kl; otherwise its KL is not logged (null).
+  copy is kept only when --beta > 0 or --log-kl; otherwise its KL is not logged (null). With that copy (and
+  no --fsdp) full fine-tuning's eval lines carry S_head and the relative update too, measured on the seven
+  projections as geora.geometry_report measures adapters.
 - --weight-decay: for SVD-initialised adapters (geora, pissa, milora and the ablations) it pulls
   A, B towards A0, B0, i.e. towards the initial policy (decay towards zero would pull the model
   away from it); for LoRA towards zero (B = 0 is the initial policy); full fine-tuning: AdamW's own.
@@ -312,6 +316,11 @@ def load_data(args, tokenizer, context, quiet=False):
         if args.max_prompt_tokens < 1:
             raise ValueError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the "
                              f"model's {context}-token context: lower --max-new-tokens")
+    if args.max_prompt_tokens + args.max_new_tokens > context:  # (a preset's or your own): past it RoPE extrapolates
+        raise ValueError(f"--max-prompt-tokens {args.max_prompt_tokens} + --max-new-tokens {args.max_new_tokens} "
+                         f"exceed the model's {context}-token context"
+                         + (f" (--preset {args.preset} sets both unless given)" if args.preset else "")
+                         + ": lower --max-prompt-tokens or --max-new-tokens")
     if args.dataset == "tiny":
         import tiny
         train = tiny.tiny_rows("train", seed=args.seed)
@@ -460,6 +469,8 @@ def shard(model, args, device):
     for layer in model.get_decoder().layers:
         fully_shard(layer, mp_policy=mp, ignored_params=adapters & set(layer.parameters()) or None)
     fully_shard(model, mp_policy=mp, ignored_params=adapters or None)
+    if not any(p.requires_grad for p in model.parameters()):  # full FT's frozen reference: no backward, where FSDP's
+        model.set_reshard_after_forward(True, recurse=False)  # root reshards by default, so its root would stay whole
     return model
 
 
@@ -483,9 +494,24 @@ def rollout_mode(model, rt):
 
 
 def _dcp():
+    """torch.distributed.checkpoint and the state dicts it saves and loads: the optimizer's only once AdamW has stepped.
+    get_state_dict gives an optimizer without state one (an AdamW step at lr 0: count 1, so the next real step would
+    use the second step's bias correction, unlike the same run without --fsdp)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-    return dcp, get_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, \
+        set_state_dict
+
+    def get(model, opt, stepped):
+        if not stepped:
+            return {"model": get_model_state_dict(model)}
+        return dict(zip(("model", "optim"), get_state_dict(model, opt)))
+
+    def put(model, opt, state):
+        if "optim" in state:
+            set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        else:
+            set_model_state_dict(model, state["model"])
+    return dcp, get, put
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -520,9 +546,8 @@ def save_checkpoint(args, model, opt, state, rt):
     sharded = args.fsdp and args.method == "full"
     if sharded:
         dist.barrier()
-        dcp, get_state_dict, _ = _dcp()
-        msd, osd = get_state_dict(model, opt)
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=os.path.join(tmp, "dcp"))
+        dcp, get, _ = _dcp()
+        dcp.save(get(model, opt, bool(opt.state)), checkpoint_id=os.path.join(tmp, "dcp"))
     if rt.master:
         if sharded:
             pass
@@ -533,7 +558,8 @@ def save_checkpoint(args, model, opt, state, rt):
                       os.path.join(tmp, "model.safetensors"))
         else:
             geora.save_adapter(model, os.path.join(tmp, "adapter"))
-        torch.save({"optimizer": None if sharded else opt.state_dict(), "rng": rngs}, os.path.join(tmp, "trainer.pt"))
+        torch.save({"optimizer": None if sharded else opt.state_dict(), "rng": rngs, "stepped": bool(opt.state)},
+                   os.path.join(tmp, "trainer.pt"))
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(state, f, indent=1)
         final = os.path.join(args.out, name)
@@ -553,13 +579,17 @@ def load_trainer_state(args, model, opt, ckpt, rt, log):
     """Optimizer (and, sharded, the weights) and RNG states of a checkpoint."""
     trainer = torch.load(os.path.join(ckpt, "trainer.pt"), weights_only=False)
     if trainer["optimizer"] is None:  # sharded full fine-tuning: weights and AdamW state in DCP shards
-        dcp, get_state_dict, set_state_dict = _dcp()
-        msd, osd = get_state_dict(model, opt)
-        state = {"model": msd, "optim": osd}
+        dcp, get, put = _dcp()
+        state = get(model, opt, trainer.get("stepped", True))
         dcp.load(state, checkpoint_id=os.path.join(ckpt, "dcp"))
-        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        put(model, opt, state)
     else:
         opt.load_state_dict(trainer["optimizer"])
+    for group in opt.param_groups:  # a restored group carries the old run's rate: this run's flags win
+        if (group["lr"], group["weight_decay"]) != (args.lr, opt.defaults["weight_decay"]):
+            log(f"resume: lr {group['lr']:g} -> {args.lr:g}, weight decay {group['weight_decay']:g} -> "
+                f"{opt.defaults['weight_decay']:g}")
+        group["lr"], group["weight_decay"] = args.lr, opt.defaults["weight_decay"]
     saved = len(trainer["rng"])
     if saved == rt.world:
         set_rng_state(trainer["rng"][rt.rank])
@@ -576,8 +606,12 @@ def latest_checkpoint(out):
         return os.path.join(out, f.read().strip())
 
 
+# Settings that define a run (the model, the data, the rollouts and the objective): a resume that changes one is
+# refused. --steps, --lr, --weight-decay, --grad-clip, --eval-* and --save-every may change (the stop message after a
+# non-finite loss advises a lower --lr): load_trainer_state puts the new rate and decay into AdamW's restored groups.
 RESUME_KEYS = ("model", "method", "init", "mask", "rank", "rho", "alpha", "dataset", "question_key", "answer_key",
-               "seed", "prompts_per_step", "group_size", "holdout")
+               "seed", "prompts_per_step", "group_size", "holdout", "beta", "clip_low", "clip_high", "agg",
+               "temperature", "max_new_tokens")
 
 
 def read_checkpoint_state(args):
@@ -632,8 +666,14 @@ def save_final(args, model, tokenizer, path, rt):
 
 # ----------------------------------------------------------------------------- evaluation
 
+def eval_batch(args):
+    """Held-out prompts per generate call: the rollout chunk (the estimate sized it), 256 in the tiny world."""
+    return 256 if args.dataset == "tiny" else args.rollout_batch
+
+
 def evaluate(model, tokenizer, evals, args, rt):
     """Greedy accuracy on each held-out set, prompts sharded over ranks. {name: accuracy}.
+    --rollout-batch prompts per generate call (plan_memory sized it with the held-out prompts counted).
     Under FSDP every rank pads its share to the same length: generate calls are collective there."""
     out = {}
     for name, rows in evals.items():
@@ -645,7 +685,7 @@ def evaluate(model, tokenizer, evals, args, rt):
         with rt.autocast, rollout_mode(model, rt), geora.frozen_factors(model):
             acc, _ = grpo.evaluate(model, tokenizer, prompts, [r["gold"] for r in mine], grade,
                                    max_new_tokens=args.max_new_tokens, count=count,
-                                   batch_size=256 if args.dataset == "tiny" else min(32, args.rollout_batch),
+                                   batch_size=eval_batch(args),
                                    synced_gpus=rt.synced_gpus)
         counts = torch.tensor([acc * count, count], dtype=torch.float64)
         if rt.world > 1:
@@ -820,10 +860,12 @@ def peak_rss_gb():
 
 # ----------------------------------------------------------------------------- main
 
-def plan_memory(args, config, train_rows, tokenizer, rt, log):
+def plan_memory(args, config, train_rows, tokenizer, rt, log, evals=None):
     """memory.estimate for this run, printed; a run that cannot fit stops here, before the model loads.
-    Fills --rollout-batch when it was not given."""
-    longest = max(len(t) for t in tokenizer([format_prompt(tokenizer, r["question"]) for r in train_rows],
+    Fills --rollout-batch when it was not given. The held-out prompts count in the longest prompt: greedy
+    evaluation decodes --rollout-batch of them at a time (decoding is per-step overhead: fewer, wider calls)."""
+    rows = train_rows + [r for rs in (evals or {}).values() for r in rs]
+    longest = max(len(t) for t in tokenizer([format_prompt(tokenizer, r["question"]) for r in rows],
                                               add_special_tokens=False)["input_ids"])
     est = memory.estimate(config, args.method, args.rank, device=str(rt.device), dtype=args.dtype,
                           rollouts=args.prompts_per_step // rt.world * args.group_size,
@@ -905,14 +947,45 @@ def metrics_writer(args, rt, start):
     return write
 
 
-def eval_line(model, tokenizer, evals, args, rt, step, write):
-    """Held-out accuracy (+ geora.py's geometry report), logged; returns the main set's accuracy."""
+@torch.no_grad()
+def full_geometry(model, ref_model, k=16):
+    """geora.geometry_report's s_head and rel_update for full fine-tuning: dW = W - W0 of every projection GeoRA
+    would adapt (geora.TARGETS), W0 from the frozen initial copy, so the methods are compared on one measure. W0's
+    top-k right singular vectors are computed once, as geora.py does, and cached on the copy (it never changes)."""
+    ref = dict(ref_model.named_modules())
+    s_head = rel = n = 0
+    for name, lin in model.named_modules():
+        if not (isinstance(lin, torch.nn.Linear) and name.split(".")[-1] in geora.TARGETS):
+            continue
+        r = ref[name]
+        W0 = r.weight.float()                                                           # (out, in)
+        if not hasattr(r, "_top_v"):
+            gen = torch.Generator().manual_seed(geora._module_seed(0, name))
+            r._top_v = geora.svd_top(W0, min(k, min(W0.shape)), "full" if min(W0.shape) <= 2048 else "lowrank", 8,
+                                     gen)[2].T                                          # (in, k)
+            r._w_norm = W0.norm().item()
+        dW = lin.weight.float() - W0
+        dw = dW.norm().item()
+        rel += dw / r._w_norm
+        s_head += (dW @ r._top_v).norm().item() / dw if dw > 0 else 0.0
+        n += 1
+    return dict(s_head=s_head / max(n, 1), rel_update=rel / max(n, 1))
+
+
+def eval_line(model, tokenizer, evals, args, rt, step, write, ref_model=None):
+    """Held-out accuracy (+ the geometry report: geora.py's for adapters, full_geometry for full fine-tuning with a
+    frozen copy and no sharding), logged; returns the main set's accuracy."""
+    if rt.master:  # a long silence otherwise: greedy decoding of every held-out prompt to its answer
+        tqdm.write(f"eval at step {step}: " + ", ".join(f"{k} {len(v)} prompts" for k, v in evals.items())
+                   + f", greedy, up to {args.max_new_tokens} new tokens, {eval_batch(args)} per generate call")
     accs = evaluate(model, tokenizer, evals, args, rt)
     line = {"step": step, "eval_acc": accs.get("eval")}
     line.update({f"eval_acc_{k}": v for k, v in accs.items() if k != "eval"})
     if args.method != "full" and rt.master:
         g = geora.geometry_report(model)
         line.update(s_head=g["s_head"], rel_update=g["rel_update"])
+    elif ref_model is not None and not args.fsdp and rt.master:
+        line.update(full_geometry(model, ref_model))
     write(line)
     if rt.master:  # tqdm.write keeps the progress bar intact
         tqdm.write("eval " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()))
@@ -941,7 +1014,7 @@ def main(argv=None):
     path = model_path(args, rank, world)
     tokenizer, config = load_tokenizer_and_config(path)
     train_rows, evals = load_data(args, tokenizer, config.max_position_embeddings, quiet=not rt.master)
-    est = plan_memory(args, config, train_rows, tokenizer, rt, log)       # before any work: may refuse
+    est = plan_memory(args, config, train_rows, tokenizer, rt, log, evals)  # before any work: may refuse
     if ckpt and state["args"].get("max_prompt_tokens", args.max_prompt_tokens) != args.max_prompt_tokens:
         raise ValueError(f"--resume: --max-prompt-tokens was {state['args']['max_prompt_tokens']} in the checkpoint, "
                          f"now {args.max_prompt_tokens} (it selects the training prompts); resume with the same "
@@ -967,7 +1040,7 @@ def main(argv=None):
 
     t_start, after = time.time(), None
     if start == 0 and evals:
-        before = eval_line(model, tokenizer, evals, args, rt, 0, write)
+        before = eval_line(model, tokenizer, evals, args, rt, 0, write, ref_model)
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, disable=not rt.master,
                desc="grpo", dynamic_ncols=True)
     for step in bar:
@@ -985,7 +1058,7 @@ def main(argv=None):
                         len=f"{line['response_len']:.1f}")
         done = step + 1
         if evals and (done % args.eval_every == 0 or done == args.steps):
-            after = eval_line(model, tokenizer, evals, args, rt, done, write)
+            after = eval_line(model, tokenizer, evals, args, rt, done, write, ref_model)
         if done % args.save_every == 0 or done == args.steps:
             save_checkpoint(args, model, opt, {"step": done, "cursor": done * args.prompts_per_step,
                                                "before": before, "world": world, "args": vars(args)}, rt)
