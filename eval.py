@@ -6,7 +6,8 @@
     python eval.py --model out/run1/merged --benchmarks gsm8k --data-dir ../shared/data   # local JSONL
     python eval.py --model M --benchmarks aime24 --n 16 --temperature 0.6 --top-p 0.95     # avg@16, pass@16
 
-Benchmarks: gsm8k, math, math500, aime24, amc23, olympiadbench, minerva (hub copies, or
+Benchmarks: gsm8k, math, math500, aime24, amc23, olympiadbench, minerva, aime25, olymmath-en-easy,
+olymmath-en-hard (hub copies, the last three untested offline: no local copy exists here; or
 DATA_DIR/<name>/test.jsonl with --data-dir), tiny, tiny-mul, tiny-total, or any PATH.jsonl
 (--question-key/--answer-key). Outputs in --out (default out/eval/<model>-<hash of the settings>):
 OUT/<benchmark>.jsonl, one line per (problem, sample): id, sample, prompt, completion, extracted,
