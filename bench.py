@@ -44,6 +44,7 @@ Test-only dependency: peft (never imported by the core files).
 import argparse
 import copy
 import json
+import math
 import os
 import shutil
 import statistics
@@ -78,8 +79,189 @@ def parse(argv=None):
     p.add_argument("--parallel", action="store_true", help="rehearsal: run the methods side by side (one GPU is "
                                                              "bound by Python's per-token overhead, not compute)")
     p.add_argument("--data-dir", default=os.path.join(HERE, "..", "shared", "data"), help="holds gsm8k/train.jsonl")
+    p.add_argument("--rollout-methods", default="none,lora,geora", help="rollout: adapters to sample with")
+    p.add_argument("--rollout-batches", default="64,256", help="rollout: completions per call (= slots)")
+    p.add_argument("--rollout-layers", type=int, default=None, help="rollout: layers (default 2 on CPU, 28 on CUDA)")
+    p.add_argument("--prompt-tokens", type=int, default=128, help="rollout: prompt length (prefill is in the timing)")
+    p.add_argument("--new-tokens", type=int, default=None, help="rollout: new tokens (default 256 on CPU, 1,024 on CUDA)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one memory measurement
     return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- rollout engines
+
+class _IdTokenizer:  # a random model's tokens decode to nothing useful: ids only
+    pad_token_id, eos_token_id = 0, None
+
+    def batch_decode(self, ids, skip_special_tokens=True):
+        return [""] * len(ids)
+
+
+def _bandwidth(args):
+    """Measured device-to-device copy bandwidth, bytes/s (read + write of a 1 GiB buffer, best of 5)."""
+    x = torch.empty(1 << 28, dtype=torch.float32, device=args.device)
+    y = torch.empty_like(x)
+    best = float("inf")
+    for _ in range(5):
+        sync(args)
+        t0 = time.perf_counter()
+        y.copy_(x)
+        sync(args)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * x.numel() * 4 / best
+
+
+def bench_rollout(args):
+    """grpo.generate (eager: model.generate) against rollout.generate (compiled), same keys, same model, one run.
+    Writes out/rollout.json: per "engine/method/batch" tokens_per_s, s_per_decode_step, compile_s (and on CUDA
+    roofline_frac, identical_frac, max_logp_gap), plus identical_tokens (fp32: every token equal) and device."""
+    import grpo
+    import rollout
+    cuda = args.device.startswith("cuda")
+    layers = args.rollout_layers or (28 if cuda else 2)
+    new = args.new_tokens or (1024 if cuda else 256)
+    prompt_len = args.prompt_tokens
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    print(f"rollout bench: {layers} layers of Qwen2.5-1.5B (vocab 151,936), prompts {prompt_len} tokens, {new} new "
+          f"tokens, {args.device} {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bw = _bandwidth(args) if cuda else None
+    res = {"device": torch.cuda.get_device_name() if cuda else f"cpu ({os.cpu_count()} cores)", "layers": layers,
+           "new_tokens": new, "prompt_tokens": prompt_len, "dtype": args.dtype,
+           "bandwidth_gb_s": bw and round(bw / 1e9, 1), "runs": {}}
+    tok = _IdTokenizer()
+    all_same = True
+    for method in args.rollout_methods.split(","):
+        model = build(args, vocab=151936, layers=layers)              # --dtype; adapters stay fp32 (geora.py)
+        if method != "none":
+            geora.apply_geora(model, rank=args.rank, init=method, svd="lowrank")
+        model.generation_config.eos_token_id, model.generation_config.pad_token_id = [0], 0   # a random model: no EOS
+        model.eval()
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        for batch in map(int, args.rollout_batches.split(",")):
+            g = torch.Generator().manual_seed(batch)
+            prompts = [torch.randint(1, 151936, (prompt_len,), generator=g).tolist() for _ in range(batch)]
+            keys = [grpo.sample_key(0, i) for i in range(batch)]
+            outs = {}
+            for engine in ("eager", "compiled"):
+                stats = {}
+                kw = dict(n=1, max_new_tokens=new, keys=keys, batch_size=batch)
+                fn = grpo.generate if engine == "eager" else \
+                    lambda *a, **k: rollout.generate(*a, **k, stats=stats)
+                with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=dtype != torch.float32), \
+                        geora.frozen_factors(model):
+                    # warm-up outside the timed run: the compile (and capture), model.generate's first call
+                    fn(model, tok, prompts, **dict(kw, max_new_tokens=min(new, 16)))
+                    compile_s = stats.get("compile_s", 0.0)
+                    stats.clear()
+                    sync(args)
+                    t0 = time.perf_counter()
+                    out = fn(model, tok, prompts, **kw)
+                    sync(args)
+                    dt = time.perf_counter() - t0
+                compile_s = compile_s + stats.get("compile_s", 0.0) if engine == "compiled" else 0.0
+                dt -= stats.get("compile_s", 0.0)              # a span bucket first met in the timed run
+                steps = out["n_completion"]
+                r = {"tokens_per_s": round(batch * steps / dt, 1), "s_per_decode_step": round(dt / steps, 5),
+                     "compile_s": round(compile_s, 2)}
+                if cuda:   # bytes a decode step must read: the weights once, each row's K/V of its mean context
+                    kv = 2 * layers * model.config.num_key_value_heads * 128 * 2 * batch * (prompt_len + steps / 2)
+                    r["roofline_frac"] = round((weights + kv) / bw / r["s_per_decode_step"], 4)
+                r["padding_frac"] = round(1 - stats["useful"] / stats["slot_steps"], 4) if stats else 0.0
+                outs[engine] = out
+                res["runs"][f"{engine}/{method}/{batch}"] = r
+                print(f"  {engine:8s} {method:5s} batch {batch:4d}: {r['tokens_per_s']:9.1f} tok/s, "
+                      f"{r['s_per_decode_step'] * 1e3:8.2f} ms/step, compile {r['compile_s']:.1f} s"
+                      + (f", roofline {r['roofline_frac']:.1%}" if cuda else ""), flush=True)
+            a, b = outs["eager"], outs["compiled"]
+            same = torch.equal(a["input_ids"], b["input_ids"])
+            all_same &= same
+            frac = float((a["input_ids"][:, -new:] == b["input_ids"][:, -new:]).float().mean()) \
+                if a["input_ids"].shape == b["input_ids"].shape else 0.0
+            gap = float((a["logprobs"] - b["logprobs"]).abs().max()) if same else None
+            e, c = res["runs"][f"eager/{method}/{batch}"], res["runs"][f"compiled/{method}/{batch}"]
+            c.update(identical_frac=round(frac, 5), max_logp_gap=gap, speedup=round(c["tokens_per_s"] / e["tokens_per_s"], 2))
+            print(f"  {method} batch {batch}: compiled / eager {c['speedup']:.2f}x, identical tokens {frac:.2%}, "
+                  f"max log-prob gap {gap}", flush=True)
+        del model
+    res["identical_tokens"] = bool(all_same)
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    with open(os.path.join(HERE, "out", "rollout.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"wrote out/rollout.json (identical_tokens {all_same})")
+
+
+def schedule(lengths, S, k, refill=True):
+    """Decode slot-steps of a rollout whose completions have `lengths` tokens (the first drawn by the prefill),
+    with S slots: refill=False is grpo.generate's chunks of S rows, each running until its longest row ends;
+    refill=True replays rollout.py's policy (checks every k steps, refill while rows are pending, then compact
+    to a power of two >= 8 once a quarter of the slots or fewer are live). -> (slot_steps, useful steps)."""
+    useful = sum(n - 1 for n in lengths)
+    if not refill:
+        return sum(S * (max(lengths[i:i + S]) - 1) for i in range(0, len(lengths), S)), useful
+    pending, left, slot_steps, S_cur = list(lengths)[::-1], [], 0, S
+    slots = [None] * S                                      # tokens still to draw by decode steps, None: idle
+    for s in range(min(S, len(pending))):
+        slots[s] = pending.pop() - 1
+    while True:
+        for s in range(S_cur):                              # ended on the first token: refill before decoding
+            while slots[s] == 0 and pending:
+                slots[s] = pending.pop() - 1
+            if slots[s] == 0:
+                slots[s] = None
+        if not any(x is not None for x in slots[:S_cur]):
+            return slot_steps, useful
+        slot_steps += k * S_cur
+        slots[:S_cur] = [None if x is None or x <= k else x - k for x in slots[:S_cur]]
+        if pending:
+            for s in range(S_cur):
+                if slots[s] is None and pending:
+                    slots[s] = pending.pop() - 1
+        else:
+            live = [x for x in slots[:S_cur] if x is not None]
+            if live and len(live) <= S_cur // 4 and S_cur > 8:
+                S_cur = max(8, 1 << (len(live) - 1).bit_length())
+                slots = live + [None] * (S - len(live))
+
+
+def bench_waste(args):
+    """How much of the decode work goes to rows that already ended: the tiny world's real rollouts (both engines,
+    and the scheduler model checked against the loop's own counters), then GSM8K-like lengths (log-normal,
+    median 250, capped at 1,024) through the same scheduler model. Writes out/waste.json."""
+    import random
+    import grpo
+    import rollout
+    import tiny
+    from data import format_prompt, load_tokenizer
+    from transformers import AutoModelForCausalLM
+    res = {"device": f"cpu ({os.cpu_count()} cores)" if not args.device.startswith("cuda") else torch.cuda.get_device_name()}
+    tok = load_tokenizer(tiny.TINY_BASE)
+    model = AutoModelForCausalLM.from_pretrained(tiny.TINY_BASE, dtype=torch.float32).eval()
+    rows = tiny.tiny_rows("train", 16)
+    prompts = [format_prompt(tok, r["question"]) for r in rows]
+    keys = [grpo.sample_key(0, 0, i) for i in range(128)]
+    for S in (128, 32):
+        stats = {}
+        out = rollout.generate(model, tok, prompts, n=8, max_new_tokens=48, keys=keys, batch_size=S, compile=False,
+                               check_every=8, stats=stats)
+        lengths = out["mask"].sum(1).long().tolist()
+        chunked, useful = schedule(lengths, S, 8, refill=False)
+        model_steps, _ = schedule(lengths, S, 8)
+        assert model_steps == stats["slot_steps"] and useful == stats["useful"], (model_steps, stats)
+        res[f"tiny/{S}"] = {"eager_padding_frac": round(1 - useful / chunked, 3),
+                            "refill_padding_frac": round(1 - useful / stats["slot_steps"], 3),
+                            "slot_steps_ratio": round(stats["slot_steps"] / chunked, 3)}
+    rng = random.Random(0)
+    lengths = [min(1024, max(8, round(250 * math.exp(0.5 * rng.gauss(0, 1))))) for _ in range(512)]
+    for S in (64, 256, 512):
+        chunked, useful = schedule(lengths, S, 8, refill=False)
+        slot_steps, _ = schedule(lengths, S, 8)
+        res[f"gsm8k-like/{S}"] = {"eager_padding_frac": round(1 - useful / chunked, 3),
+                                  "refill_padding_frac": round(1 - useful / slot_steps, 3),
+                                  "slot_steps_ratio": round(slot_steps / chunked, 3)}
+    for k, v in res.items():
+        print(f"  {k}: {v}")
+    with open(os.path.join(HERE, "out", "waste.json"), "w") as f:
+        json.dump(res, f, indent=1)
 
 
 # ----------------------------------------------------------------------------- layers vs PEFT
@@ -202,6 +384,10 @@ def bench_layers(args):
     print(f"bench: {args.layers} layers of Qwen2.5-1.5B shape (hidden 1536, intermediate 8960), vocab {args.vocab}, "
           f"rank {args.rank}, {args.device} {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     parts = args.parts.split(",")
+    if "rollout" in parts:
+        bench_rollout(args)
+    if "waste" in parts:
+        bench_waste(args)
     if "init" in parts or "step" in parts:
         base = build(args)
     if "init" in parts:

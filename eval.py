@@ -15,7 +15,9 @@ gold, status, reward, tokens, truncated, seconds; OUT/summary.json; a table on s
 
 Choices:
 - Prompt: data.format_prompt, the one train.py uses; sampling is grpo.generate itself (left padding,
-  KV cache, the completion mask up to the first EOS), so greedy eval here matches train.py's eval_acc.
+  KV cache, the completion mask up to the first EOS), so greedy eval here matches train.py's eval_acc;
+  --rollout-engine compiled samples with rollout.py's loop instead (the same tokens in fp32; not part of
+  the settings a resume checks, like --batch-size).
   The checkpoint's own sampling defaults (top_k, repetition_penalty, temperature, ...) never apply
   (grpo.generate swaps them out; only its EOS ids count): the numbers depend on the flags alone.
 - Grading: reward.grade. A completion that hits --max-new-tokens without EOS counts as no_answer,
@@ -49,6 +51,7 @@ from tqdm import tqdm
 
 import geora
 import grpo
+import rollout
 from data import format_prompt, load_rows, load_tokenizer
 from reward import grade
 
@@ -174,7 +177,7 @@ def load_model(model_path, adapter=None, device="cpu", dtype=torch.float32):
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate(model, tokenizer, rows, path, n=1, temperature=0.0, top_p=1.0, max_new_tokens=1024,
-             batch_size=32, seed=0, desc=""):
+             batch_size=32, seed=0, desc="", engine="eager"):
     """Generate n completions per row, grade them, append a line per (row, sample) to `path`.
     Lines already in `path` are reused, not regenerated. Returns (records of `rows`, generated now)."""
     done = read_results(path)
@@ -188,9 +191,10 @@ def evaluate(model, tokenizer, rows, path, n=1, temperature=0.0, top_p=1.0, max_
             chunk = todo[b:b + batch_size]
             t0 = time.time()
             with geora.frozen_factors(model):   # GeoRA adapters: P, Q built once per batch, not per token
-                r = grpo.generate(model, tokenizer, [prompt_ids[i] for i, _ in chunk], temperature=temperature or 1.0,
-                                  top_p=top_p, max_new_tokens=max_new_tokens, greedy=temperature == 0,
-                                  keys=[grpo.sample_key(seed, zlib.crc32(rows[i]["id"].encode()), s) for i, s in chunk])
+                sample = rollout.generate if engine == "compiled" else grpo.generate
+                r = sample(model, tokenizer, [prompt_ids[i] for i, _ in chunk], temperature=temperature or 1.0,
+                           top_p=top_p, max_new_tokens=max_new_tokens, greedy=temperature == 0,
+                           keys=[grpo.sample_key(seed, zlib.crc32(rows[i]["id"].encode()), s) for i, s in chunk])
             texts, tokens, truncated = r["texts"], r["mask"].sum(1).long().tolist(), r["truncated"].tolist()
             dt = time.time() - t0
             for (i, s), text, ntok, trunc in zip(chunk, texts, tokens, truncated):
@@ -248,7 +252,7 @@ def run(tag, model_path, adapter, benchmarks, out, args):
         stem = os.path.basename(name)[:-len(".jsonl")] if name.endswith(".jsonl") else name
         records, fresh = evaluate(model, tokenizer, rows, os.path.join(out, f"{stem}.jsonl"), args.n,
                                   args.temperature, args.top_p, args.max_new_tokens, args.batch_size,
-                                  args.seed, desc=f"{tag} {stem}")
+                                  args.seed, desc=f"{tag} {stem}", engine=args.rollout_engine)
         summary["benchmarks"][stem] = done_now[stem] = dict(summarize(records, args.n), generated=fresh)
         atomic_json(summary_path, summary)
     return dict(summary, benchmarks=done_now)
@@ -284,6 +288,8 @@ def main(argv=None):
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default 1024 (tiny world: 48)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--rollout-engine", choices=("eager", "compiled"), default=None,
+                    help="compiled: rollout.py's decode loop (default on CUDA); eager: grpo.generate (default on CPU)")
     ap.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
     ap.add_argument("--out", default=None, help="results dir (default out/eval/<model>-<settings hash>)")
     ap.add_argument("--seed", type=int, default=0)
@@ -291,6 +297,8 @@ def main(argv=None):
     ap.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                     help="auto: bf16 on CUDA, fp32 otherwise")
     args = ap.parse_args(argv)
+    if args.rollout_engine is None:
+        args.rollout_engine = "compiled" if args.device.startswith("cuda") else "eager"
     if args.n < 1 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         raise ValueError("--n, --batch-size and --limit must be >= 1")
     if args.n > 1 and args.temperature == 0:

@@ -226,10 +226,12 @@ def sample_key(*parts):
 
 def gumbel_noise(keys, position, vocab):
     """(B, V) float64 standard Gumbel noise, a pure function of (key, position, token id).
-    keys: (B,) int64 tensor of sample_key values; position: the index of the token being drawn."""
+    keys: (B,) int64 tensor of sample_key values; position: the index of the token being drawn, an int
+    or a (B,) int64 tensor (one per row: rollout.py's slots are at different positions)."""
     v = torch.arange(vocab, device=keys.device)
-    k1 = _mix32(keys ^ _mix32(torch.full_like(keys, (2 * position) & _M32)))       # (B,)
-    k2 = _mix32(keys ^ _mix32(torch.full_like(keys, (2 * position + 1) & _M32)))
+    pos = position if torch.is_tensor(position) else torch.full_like(keys, position)
+    k1 = _mix32(keys ^ _mix32((2 * pos) & _M32))                                  # (B,)
+    k2 = _mix32(keys ^ _mix32((2 * pos + 1) & _M32))
     hi, lo = _mix32(k1[:, None] ^ v), _mix32(k2[:, None] ^ v)                     # (B, V), 32 bits each
     u = (((hi << 20) | (lo >> 12)).double() + 0.5) / 2.0 ** 52                    # (0, 1), never 0 or 1
     return -torch.log(-torch.log(u))
@@ -356,30 +358,41 @@ def generate(model, tokenizer, prompts, n=1, temperature=1.0, max_new_tokens=64,
     L = max(c[2].shape[1] for c in chunks)
     cat = lambda i, width, fill, left: torch.cat([F.pad(c[i], (width - c[i].shape[1], 0) if left else
                                                         (0, width - c[i].shape[1]), value=fill) for c in chunks])
-    prompt_ids, prompt_attn = cat(0, P, pad, True), cat(1, P, 0, True)
-    completion, logprobs = cat(2, L, pad, False), cat(3, L, 0.0, False).float()
-    mask, truncated = completion_mask(completion, eos)
+    out = assemble(cat(0, P, pad, True), cat(1, P, 0, True), cat(2, L, pad, False), cat(3, L, 0.0, False).float(),
+                   eos, pad, tokenizer)
     if L and any(c[2].shape[1] < L for c in chunks):   # a short chunk ended on EOS: its padding is no truncation
-        short = torch.cat([torch.full((c[2].shape[0],), c[2].shape[1] < L) for c in chunks]).to(truncated.device)
-        assert not (truncated & short).any(), "a chunk stopped early without EOS"
+        short = torch.cat([torch.full((c[2].shape[0],), c[2].shape[1] < L) for c in chunks])
+        assert not (out["truncated"].cpu() & short).any(), "a chunk stopped early without EOS"
+    return out
+
+
+def assemble(prompt_ids, prompt_attn, completion, logprobs, eos, pad, tokenizer):
+    """The result dict of generate (and rollout.generate) from prompt ids / mask (B, P) left-padded,
+    completion ids (B, L) right-padded with pad, and their sampler log-probs (B, L) fp32."""
+    mask, truncated = completion_mask(completion, eos)
     texts = tokenizer.batch_decode(torch.where(mask.bool(), completion, pad), skip_special_tokens=True)
-    return {"input_ids": torch.cat([prompt_ids, completion], 1), "attention_mask": torch.cat([prompt_attn, mask.long()], 1),
-            "n_completion": L, "mask": mask, "truncated": truncated, "logprobs": logprobs, "texts": texts}
+    return {"input_ids": torch.cat([prompt_ids, completion], 1),
+            "attention_mask": torch.cat([prompt_attn, mask.long()], 1), "n_completion": completion.shape[1],
+            "mask": mask, "truncated": truncated, "logprobs": logprobs, "texts": texts}
 
 
 def evaluate(model, tokenizer, prompts, golds, grade, batch_size=256, max_new_tokens=64, count=None,
-             synced_gpus=False):
+             synced_gpus=False, generate=None):
     """Greedy accuracy: fraction of prompts whose completion grade(text, gold) rewards 1.
     A truncated completion counts as no answer. count: only the first `count` prompts are scored
     (the rest pad the batches of a sharded model, whose generate calls every process must join).
+    generate: the sampler (default this module's generate; train.py may pass rollout.generate).
     Returns (accuracy, list of completion texts)."""
     count = len(prompts) if count is None else count
     correct, texts = 0, []
     for i in range(0, len(prompts), batch_size):
-        r = generate(model, tokenizer, prompts[i:i + batch_size], greedy=True,
+        r = (generate or _generate)(model, tokenizer, prompts[i:i + batch_size], greedy=True,
                      max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)
         for text, gold, trunc in zip(r["texts"], golds[i:i + batch_size], r["truncated"].tolist()):
             if len(texts) < count:
                 correct += (not trunc) and grade(text, gold).reward == 1.0
             texts.append(text)
     return correct / max(1, count), texts[:count]
+
+
+_generate = generate  # evaluate's default sampler (its own argument shadows the name)

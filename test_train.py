@@ -818,3 +818,21 @@ def test_tiny_base_is_the_same_whatever_thread_count_builds_it(tmp_path):
         shas.append(info["sha256"])
     torch.set_num_threads(before)
     assert shas[0] == shas[1]
+
+
+def test_shipped_tiny_base_is_what_tiny_py_builds():
+    """tiny-base/ is committed: its weights are the ones tiny.json's hash names, and a rebuild's first
+    CHECK_STEPS pretraining steps (one thread, the full build's schedule) reproduce tiny.json's early hash."""
+    from transformers import AutoModelForCausalLM
+    info = json.loads(open(os.path.join(tiny.TINY_BASE, "tiny.json")).read())
+    shipped = AutoModelForCausalLM.from_pretrained(tiny.TINY_BASE, dtype=torch.float32)
+    assert tiny.weights_sha256(shipped) == info["sha256"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(tiny.BUILD_THREADS)
+    try:
+        tok = tiny.make_tokenizer()
+        early = tiny.pretrain(tiny.make_model(tok, info["seed"]), tok, seed=info["seed"], steps=info["steps"],
+                              stop_after=tiny.CHECK_STEPS, log_every=0)
+    finally:
+        torch.set_num_threads(before)
+    assert tiny.weights_sha256(early) == info[f"sha256_step{tiny.CHECK_STEPS}"]

@@ -1,7 +1,7 @@
 """The tiny world: a ~0.8M-parameter Qwen2 that learns word problems on a laptop CPU, offline.
 
-    python tiny.py            # build (or reuse) out/tiny-base and print its accuracies
-    python tiny.py --force    # rebuild from scratch
+    python tiny.py            # print the shipped base's accuracies (tiny-base/, committed with the code)
+    python tiny.py --force    # rebuild tiny-base/ from scratch (one thread, ~5 min; bit-identical on one CPU)
 
 It is the default of train.py and eval.py, so the whole pipeline (prompt template, generate,
 checker, GRPO, adapters, checkpoints) runs exactly as on Qwen, in minutes, with no hub access.
@@ -59,7 +59,9 @@ import torch
 
 from data import BOXED_INSTRUCTION, format_prompt
 
-TINY_BASE = "out/tiny-base"  # where train.py and eval.py find (or build) the pretrained base
+# where train.py and eval.py find the pretrained base: shipped with the code (3 MB), rebuilt by `tiny.py --force`
+TINY_BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny-base")
+CHECK_STEPS = 20  # tiny.json records the weights' hash after this many pretraining steps: a quick rebuild check
 TINY_MAX_NEW_TOKENS = 48     # answer budget of the tiny world (the longest shown work is ~25 tokens)
 BUILD_THREADS = 1            # pretraining always runs on one thread: the same base from every script
 FAMILIES = ("chain", "mul", "total")
@@ -264,7 +266,9 @@ def _batch(tokenizer, rng, banned, size):
     return ids, attn, pos, lab
 
 
-def pretrain(model, tokenizer, seed=0, steps=600, batch_size=64, lr=3e-3, warmup=50, log_every=100):
+def pretrain(model, tokenizer, seed=0, steps=600, batch_size=64, lr=3e-3, warmup=50, log_every=100, stop_after=None):
+    """AdamW on fresh problems with warmup then cosine decay over `steps`; stop_after=k runs only the first k
+    steps of that same schedule (tiny.json's CHECK_STEPS hash, which a test reproduces in seconds)."""
     rng = random.Random(f"pretrain-{seed}")
     banned = heldout_questions()
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -273,7 +277,7 @@ def pretrain(model, tokenizer, seed=0, steps=600, batch_size=64, lr=3e-3, warmup
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
     model.train()
     t0 = time.time()
-    for step in range(steps):
+    for step in range(steps if stop_after is None else stop_after):
         frac = (step + 1) / warmup if step < warmup else \
             0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
         for g in opt.param_groups:
@@ -318,12 +322,14 @@ def build_tiny(out_dir=TINY_BASE, seed=0, force=False, steps=600):
     torch.set_num_threads(BUILD_THREADS)  # summation order depends on the thread count: fix it
     try:
         tokenizer = make_tokenizer()
+        early = pretrain(make_model(tokenizer, seed), tokenizer, seed=seed, steps=steps, stop_after=CHECK_STEPS)
         model = make_model(tokenizer, seed)
         pretrain(model, tokenizer, seed=seed, steps=steps)
         accs = {f: accuracy(model, tokenizer, "test", f) for f in FAMILIES}
     finally:
         torch.set_num_threads(threads)
     info = {"seed": seed, "steps": steps, "sha256": weights_sha256(model),
+            f"sha256_step{CHECK_STEPS}": weights_sha256(early),
             "params": sum(p.numel() for p in model.parameters()),
             "test_acc": accs, "build_seconds": round(time.time() - t0, 1),
             "torch": torch.__version__, "threads": BUILD_THREADS}

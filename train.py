@@ -123,6 +123,7 @@ from tqdm import tqdm
 import geora
 import grpo
 import memory
+import rollout as rollout_engine
 from data import format_prompt, load_rows, load_tokenizer
 from reward import grade
 
@@ -185,6 +186,9 @@ def parse_args(argv=None):
     a("--temperature", type=float, default=None, help="sampling temperature (default 1.0)")
     a("--max-new-tokens", type=int, default=None)
     a("--micro-batch", type=int, default=None, help="completions per forward/backward")
+    a("--rollout-engine", choices=("eager", "compiled"), default=None,
+      help="compiled: rollout.py's static-cache decode loop, compiled (default on CUDA); eager: grpo.generate, "
+           "model.generate underneath (default on CPU, where compiling costs more than it saves)")
     a("--rollout-batch", type=int, default=None, help="completions per generate call (default: the largest "
                                                       "chunk the memory estimate fits)")
     a("--grad-clip", type=float, default=1.0)
@@ -217,6 +221,8 @@ def resolve_defaults(args):
         for k, v in layer.items():
             if getattr(args, k) is None:
                 setattr(args, k, v)
+    if args.rollout_engine is None:
+        args.rollout_engine = "compiled" if torch.cuda.is_available() and args.device != "cpu" else "eager"
     if args.lr is None:
         args.lr = (TINY_LR if tiny_world else LLM_LR)[args.method]
     if args.init is None:
@@ -686,7 +692,7 @@ def evaluate(model, tokenizer, evals, args, rt):
             acc, _ = grpo.evaluate(model, tokenizer, prompts, [r["gold"] for r in mine], grade,
                                    max_new_tokens=args.max_new_tokens, count=count,
                                    batch_size=eval_batch(args),
-                                   synced_gpus=rt.synced_gpus)
+                                   synced_gpus=rt.synced_gpus, generate=sampler(args))
         counts = torch.tensor([acc * count, count], dtype=torch.float64)
         if rt.world > 1:
             dist.all_reduce(counts)
@@ -695,6 +701,11 @@ def evaluate(model, tokenizer, evals, args, rt):
 
 
 # ----------------------------------------------------------------------------- one GRPO step
+
+def sampler(args):
+    """The generate function of --rollout-engine: both take grpo.generate's arguments and give its result."""
+    return rollout_engine.generate if args.rollout_engine == "compiled" else grpo.generate
+
 
 def rollout(model, tokenizer, train_rows, args, step, rt):
     """This rank's share of the step's prompts, G keyed samples each, graded. Returns a dict with
@@ -706,9 +717,11 @@ def rollout(model, tokenizer, train_rows, args, step, rt):
     prompts = [format_prompt(tokenizer, r["question"]) for r in rows]
     keys = [grpo.sample_key(args.seed, step, j * G + g) for j in mine for g in range(G)]
     with rt.autocast, rollout_mode(model, rt), geora.frozen_factors(model):
-        roll = grpo.generate(model, tokenizer, prompts, n=G, temperature=args.temperature,
+        stats = {"stats": {}} if args.rollout_engine == "compiled" else {}   # compile time of shapes met now
+        roll = sampler(args)(model, tokenizer, prompts, n=G, temperature=args.temperature,
                              max_new_tokens=args.max_new_tokens, keys=keys, batch_size=args.rollout_batch,
-                             synced_gpus=rt.synced_gpus)
+                             synced_gpus=rt.synced_gpus, **stats)
+    roll["compile_s"] = stats["stats"].get("compile_s", 0.0) if stats else 0.0
     results = [grade(text, rows[i // G]["gold"]) for i, text in enumerate(roll["texts"])]
     trunc = roll["truncated"].cpu().tolist()
     roll["rewards"] = torch.tensor([0.0 if t else r.reward for r, t in zip(results, trunc)])
@@ -832,7 +845,7 @@ def train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step,
             "entropy": ent_sum / tok if tok else None, "response_len": n_tok / n,
             "truncated": n_trunc / n, "frac_zero_std": zs / n_groups, "grad_norm": grad_norm,
             "clip_frac": clip_sum / tok if tok else 0.0, "loss": loss_sum, "lr": args.lr,
-            "gen_s": round(gen_s, 3), "train_s": round(train_s, 3), "cpu_s": round(time.process_time() - c0, 3),
+            "gen_s": round(gen_s, 3), "compile_s": round(roll["compile_s"], 3), "train_s": round(train_s, 3), "cpu_s": round(time.process_time() - c0, 3),
             "tokens_per_s": round(n_tok / max(gen_s + train_s, 1e-9), 1),
             "gen_tokens_per_s": round(n_tok / max(gen_s, 1e-9), 1)}
     if mem_gb:
@@ -879,11 +892,25 @@ def plan_memory(args, config, train_rows, tokenizer, rt, log, evals=None):
                          f"{est['budget'] / 1e9:.1f} GB available): {memory.ADVICE}")
     if args.rollout_batch is None:
         args.rollout_batch = est["rollout_batch"]
+    est["prompt_tokens"] = longest
     if rt.world > 1:  # every rank must make the same generate calls: rank 0's plan (memory readings differ)
         plan = [args.rollout_batch, est["fsdp_generate"]]
         dist.broadcast_object_list(plan, 0)
         args.rollout_batch, est["fsdp_generate"] = plan
     return est
+
+
+def warm_up(model, tokenizer, args, est, rt):
+    """Compile the rollout step before training (--rollout-engine compiled), so compile time is reported
+    apart from sampling time: seconds spent compiling. A shape met later compiles then (metrics: compile_s)."""
+    if args.rollout_engine != "compiled" or rt.synced_gpus:
+        return 0.0
+    S = min(args.rollout_batch, args.prompts_per_step // rt.world * args.group_size)
+    stats = {}
+    with rt.autocast, rollout_mode(model, rt), geora.frozen_factors(model):
+        rollout_engine.warm_up(model, tokenizer, S, est["prompt_tokens"], args.max_new_tokens, stats,
+                               temperature=args.temperature)
+    return stats.get("compile_s", 0.0)
 
 
 def build_trainer(args, path, est, ckpt, rt, log):
@@ -1036,7 +1063,8 @@ def main(argv=None):
     write({"step": start, "setup": True, "init_s": round(init_s, 3), "est_mem_gb": round(est["total"] / 1e9, 3),
            "budget_gb": round(est["budget"] / 1e9, 3), "rollout_batch": args.rollout_batch, "world": world,
            "fsdp": args.fsdp, "device": str(device), "params": sum(p.numel() for p in model.parameters()),
-           "trainable": sum(p.numel() for p in params)})  # (a DTensor's numel is its whole size)
+           "trainable": sum(p.numel() for p in params), "rollout_engine": args.rollout_engine,
+           "compile_s": round(warm_up(model, tokenizer, args, est, rt), 3)})  # (a DTensor's numel is its whole size)
 
     t_start, after = time.time(), None
     if start == 0 and evals:
