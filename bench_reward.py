@@ -85,7 +85,7 @@ def main():
     except ImportError:
         print("math-verify not installed: comparison skipped (pip install math-verify)")
         return
-    import test_reward
+    from reward_cases import CASES
 
     def mv(completion, gold):
         try:
@@ -123,8 +123,8 @@ def main():
         compare("MATH-500 echoed golds", [("\\boxed{%s}" % r["answer"], r["answer"]) for r in rows])
         compare("MATH-500 negatives", [("\\boxed{%s}" % r["answer"], rows[(i + 1) % 500]["answer"])
                                        for i, r in enumerate(rows)])
-    compare("written cases", [(c, g) for c, g, _ in test_reward.CASES],
-            [e == "correct" for _, _, e in test_reward.CASES])
+    compare("written cases", [(c, g) for c, g, _ in CASES],
+            [e == "correct" for _, _, e in CASES])
 
 
 if __name__ == "__main__":

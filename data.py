@@ -4,9 +4,8 @@
     rows = load_rows("math500", split="test")                  # Hugging Face hub
     rows = load_rows("math500", "test", data_dir="data")       # data/math500/test.jsonl
     rows = load_rows("my.jsonl", question_key="q", answer_key="a")
-    rows = load_rows("tiny", "test")                           # the offline tiny world (tiny.py)
     # -> [{"id": "test/precalculus/807.json", "question": "...", "gold": "..."}, ...]
-    tokenizer = load_tokenizer("out/tiny-base")                # AutoTokenizer minus a v5 pitfall
+    tokenizer = load_tokenizer("tiny-base")                    # AutoTokenizer minus a v5 pitfall
 
 Every loader returns the same three fields, so train.py and eval.py never look at dataset shapes.
 Choices and simplifications:
@@ -137,11 +136,8 @@ def _pick(row, keys, override):
 
 def load_rows(name, split="train", data_dir=None, question_key=None, answer_key=None, limit=None):
     """Rows of a dataset as [{"id": str, "question": str, "gold": str}], the first `limit` usable ones.
-    `name` is a short name from DATASETS, "tiny" (tiny.tiny_rows: split "train", "val" or "test"),
-    or a path to a .jsonl file (`split` ignored)."""
-    if name == "tiny":  # the offline world builds its own rows, golds already strings
-        from tiny import tiny_rows
-        return tiny_rows(split, n=limit)
+    `name` is a short name from DATASETS or a path to a .jsonl file (`split` ignored). The tiny world's
+    rows come from tiny.tiny_rows (tiny.py imports this file's prompt template, so not the reverse)."""
     assert split in ("train", "test"), split
     if name.endswith(".jsonl") or os.path.isfile(name):
         if not os.path.isfile(name):

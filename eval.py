@@ -215,9 +215,11 @@ def evaluate(model, tokenizer, rows, path, n=1, temperature=0.0, top_p=1.0, max_
 
 
 def benchmark_rows(name, data_dir=None, question_key=None, answer_key=None, limit=None):
-    if name.startswith("tiny-"):  # the tiny world's out-of-domain families
+    """Test rows of a benchmark: "tiny" / "tiny-FAMILY" from tiny.py (the tiny world and its out-of-domain
+    families), everything else through data.load_rows."""
+    if name == "tiny" or name.startswith("tiny-"):
         from tiny import tiny_rows
-        return tiny_rows("test", n=limit, family=name[len("tiny-"):])
+        return tiny_rows("test", n=limit, **({"family": name[len("tiny-"):]} if name != "tiny" else {}))
     return load_rows(name, "test", data_dir, question_key, answer_key, limit)
 
 

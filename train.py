@@ -22,7 +22,7 @@ standard PEFT LoRA in OUT/peft/, and with --merge a merged model in OUT/merged/ 
 
 Defaults, in order of precedence: explicit flags > --preset > the world's defaults > the rest.
 - Without --model (or with --dataset tiny) the defaults are the tiny world's (tiny.py: a
-  0.8M-parameter Qwen2 on word problems, built once into out/tiny-base, trained on one CPU thread):
+  0.8M-parameter Qwen2 on word problems, shipped in tiny-base/, trained on one CPU thread):
   the whole script runs offline on a laptop CPU in minutes. With --model and no --dataset the run
   is GRPO on GSM8K (eval on its test split) with LLM_DEFAULTS: 32 prompts x 8 samples, up to 1024
   new tokens, gradient checkpointing on, 500 steps.
