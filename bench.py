@@ -117,7 +117,8 @@ def _bandwidth(args):
 def bench_rollout(args):
     """grpo.generate (eager: model.generate) against rollout.generate (compiled), same keys, same model, one run.
     Writes out/rollout.json: per "engine/method/batch" tokens_per_s, s_per_decode_step, compile_s (and on CUDA
-    roofline_frac, identical_frac, max_logp_gap), plus identical_tokens (fp32: every token equal) and device."""
+    roofline_frac), identical_frac and max_logp_gap (against the eager sampler) and scored_logp_gap (against
+    grpo.token_logprobs, the scored policy) for the compiled runs, plus identical_tokens (fp32: every token equal) and device."""
     import grpo
     import rollout
     cuda = args.device.startswith("cuda")
@@ -184,10 +185,16 @@ def bench_rollout(args):
             all_same &= same
             frac = float((ia[:, -eager_new:] == ib[:, -eager_new:]).float().mean()) if ia.shape == ib.shape else 0.0
             gap = float((a["logprobs"] - b["logprobs"][:, :eager_new]).abs().max()) if same else None
+            # the scored policy is grpo.token_logprobs: how far the compiled sampler's log-probs are from it
+            with torch.no_grad(), torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16,
+                                                 enabled=dtype != torch.float32), geora.frozen_factors(model):
+                scored = grpo.token_logprobs(model, b["input_ids"], b["attention_mask"], b["n_completion"])[0]
+            scored_gap = float(((scored - b["logprobs"]).abs() * b["mask"]).max())
             e, c = res["runs"][f"eager/{method}/{batch}"], res["runs"][f"compiled/{method}/{batch}"]
+            c["scored_logp_gap"] = scored_gap
             c.update(identical_frac=round(frac, 5), max_logp_gap=gap, speedup=round(c["tokens_per_s"] / e["tokens_per_s"], 2))
             print(f"  {method} batch {batch}: compiled / eager {c['speedup']:.2f}x, identical tokens {frac:.2%}, "
-                  f"max log-prob gap {gap}", flush=True)
+                  f"max log-prob gap {gap}, vs the scored policy (token_logprobs) {scored_gap:.2e}", flush=True)
         del model
     res["identical_tokens"] = bool(all_same)
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)

@@ -4,7 +4,8 @@
 #
 #   bash bench_gpu.sh [DATA_DIR] [PARTS]    # DATA_DIR holds gsm8k/train.jsonl (default ../shared/data)
 #
-# PARTS (default all, comma-separated): r7 and r15 (the rehearsal at Qwen2.5-7B and Qwen2.5-1.5B shapes, geora and
+# PARTS (default all, comma-separated): rollout (bench.py --parts rollout: eager vs compiled sampling, no adapter /
+# LoRA / GeoRA, 28 layers of Qwen2.5-1.5B, batches 64 and 256, 1,024 new tokens; 128 for eager), r7 and r15 (the rehearsal at Qwen2.5-7B and Qwen2.5-1.5B shapes, geora and
 # lora, bf16, 8 prompts x 8 rollouts x 1,024 new tokens; all four processes side by side), tests (pytest -k cuda:
 # geora exactness, a train.py run, FSDP on one GPU for geora and full; beside the rehearsals), fsdp (2 steps of
 # torchrun --nproc_per_node=1 train.py --fsdp at Qwen2.5-1.5B shapes), layers (bench.py: init and step vs PEFT, peak
@@ -14,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 DATA=${1:-../shared/data}
-PARTS=${2:-r7,tests,layers,r15,fsdp,head}
+PARTS=${2:-rollout,r7,tests,layers,r15,fsdp,head}
 DEVICE=${DEVICE:-cuda}        # DEVICE=cpu only to rehearse this script's plumbing on a CPU
 LOG=out/gpu
 mkdir -p "$LOG"
@@ -25,7 +26,7 @@ python -c "import torch, transformers; print('torch', torch.__version__, 'transf
     | tee -a "$LOG/gpu.txt"
 : > "$LOG/parts.txt"
 # nothing of an earlier run may reach this run's table
-rm -rf out/rehearsal.json out/rehearsal-*-cuda.json "$LOG"/*.log "$LOG"/rehearsal-*.json "$LOG"/fsdp-geora
+rm -rf out/rollout.json out/rehearsal.json out/rehearsal-*-cuda.json "$LOG"/*.log "$LOG"/rehearsal-*.json "$LOG"/fsdp-geora
 
 BUDGET=${SUITE_BUDGET:-480}   # seconds for all parts together; each part also has its own limit
 # Measured on an H200 (README): the tests 72 s; a 1.5B rehearsal step 120 s of sampling + 13 s of training.
@@ -46,11 +47,11 @@ part() {  # part NAME SECONDS COMMAND...: run it under a time limit, log it, rec
     tail -n 3 "$LOG/$name.log"
 }
 
-# The rehearsals are long (2 x 1,024 decoding steps of eager HF generate, ~0.12 s each at 1.5B on an H200, bound
-# by Python's per-token overhead, not by the GPU), so on a card with room for all of them (~100 GB) everything
-# runs side by side: both configs with their methods in parallel, the tests and the benchmarks beside them. On a
-# smaller card (or SERIAL=1) the parts run in turn, shortest first, and 480 s does not cover the rehearsals:
-# give SUITE_BUDGET=1800 there.
+# The rehearsals are long (2 x 1,024 decoding steps each; the H200 measured 0.12 s per step with the eager engine,
+# bound by Python; they now sample with the compiled engine, train.py's CUDA default, not yet timed on a GPU), so
+# on a card with room for all of them (~100 GB) everything runs side by side: both configs with their methods in
+# parallel, the tests and the benchmarks beside them. On a smaller card (or SERIAL=1) the parts run in turn,
+# shortest first, and 480 s does not cover the rehearsals: give SUITE_BUDGET=1800 there.
 GIB=$(python -c "import torch; print(torch.cuda.get_device_properties(0).total_memory >> 30 if torch.cuda.is_available() else 0)")
 SERIAL=${SERIAL:-$((GIB < 120))}
 DT=bfloat16
@@ -70,6 +71,7 @@ export DATA LOG DEVICE
 export -f fsdp_smoke   # `timeout` runs programs, not shell functions: the part runs `bash -c fsdp_smoke`
 if ((SERIAL)); then
     part tests 100 python -m pytest -q -p no:cacheprovider -k cuda
+    part rollout 400 python bench.py --device "$DEVICE" --dtype $DT --parts rollout
     part head 60 python bench.py --device "$DEVICE" --dtype $DT --parts head --batch 8 --seq 1024
     part layers 90 python bench.py --device "$DEVICE" --dtype $DT --parts init,step,mem
     part r15 700 python bench.py --rehearsal --device "$DEVICE" --data-dir "$DATA"
@@ -78,13 +80,14 @@ if ((SERIAL)); then
 else
     side part r7 440 python bench.py --rehearsal $PAR --device "$DEVICE" --config qwen2.5-7b --data-dir "$DATA"
     side part tests 100 python -m pytest -q -p no:cacheprovider -k cuda
+    side part rollout 400 python bench.py --device "$DEVICE" --dtype $DT --parts rollout
     side part layers 90 python bench.py --device "$DEVICE" --dtype $DT --parts init,step,mem
     side part head 90 python bench.py --device "$DEVICE" --dtype $DT --parts head --batch 8 --seq 1024
     part r15 360 python bench.py --rehearsal $PAR --device "$DEVICE" --data-dir "$DATA"
     part fsdp 100 bash -c fsdp_smoke
 fi
 ((${#BG[@]})) && wait "${BG[@]}"
-cp out/rehearsal-*-cuda.json "$LOG/" 2>/dev/null
+cp out/rehearsal-*-cuda.json out/rollout.json "$LOG/" 2>/dev/null
 
 python - "$LOG" <<'EOF'
 import glob, json, os, sys
@@ -107,6 +110,16 @@ for m in ("geora",):
         steps = [json.loads(l) for l in open(p) if '"reward"' in l]
         print(f"fsdp smoke {m}: {len(steps)} steps, mem_gb {[s.get('mem_gb') for s in steps]}, "
               f"s/step {[round(s['gen_s'] + s['train_s'], 1) for s in steps]}")
+p = os.path.join(log, "rollout.json")
+if os.path.exists(p):
+    r = json.load(open(p))
+    print(f"\nrollout ({r['device']}, {r['layers']} layers, {r['new_tokens']} new tokens, eager {r['eager_new_tokens']}; "
+          f"identical_tokens {r['identical_tokens']}):")
+    print("| engine/method/batch | tok/s | ms/step | compile s | roofline | speedup | identical | max logp gap | vs scored |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for k, x in r["runs"].items():
+        print(f"| {k} | {x['tokens_per_s']:.0f} | {x['s_per_decode_step'] * 1e3:.2f} | {x['compile_s']:.1f} | "
+              f"{x.get('roofline_frac', '')} | {x.get('speedup', '')} | {x.get('identical_frac', '')} | {x.get('max_logp_gap', '')} | {x.get('scored_logp_gap', '')} |")
 for name in ("tests", "layers", "head"):
     p = os.path.join(log, f"{name}.log")
     if os.path.exists(p):

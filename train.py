@@ -9,98 +9,37 @@
     python train.py --method pissa                     # a baseline, in out/tiny-pissa, at its own lr
     python train.py --resume                           # continue exactly from the last checkpoint in --out
 
-The loop, once per step: take the next --prompts-per-step prompts -> sample --group-size completions
-each (grpo.generate) -> reward.grade -> group advantages -> GRPO loss over micro-batches -> clip the
-gradient norm -> one AdamW step on the trainable parameters only. Every --eval-every steps (and
-before the first and after the last) greedy accuracy on a fixed held-out set and geora.py's geometry
-report (mean S_head, relative update norm) go to OUT/metrics.jsonl.
+The loop (main, then train_step): take the next --prompts-per-step prompts -> sample --group-size
+completions each (rollout) -> reward -> group advantages -> GRPO loss over micro-batches
+(accumulate_gradients) -> clip the gradient norm -> one AdamW step on the trainable parameters. Every
+--eval-every steps (and before the first and after the last) greedy accuracy on a fixed held-out set and
+geora.py's geometry report go to OUT/metrics.jsonl.
 
-Outputs in --out: metrics.jsonl (one line per step, plus eval lines), ckpt-STEP/ (the latest
-checkpoint: adapter or weights, optimizer, RNG states, data cursor; OUT/latest names it),
-and at the end the final adapter (geora_adapter.safetensors, what eval.py --adapter OUT reads), a
-standard PEFT LoRA in OUT/peft/, and with --merge a merged model in OUT/merged/ (save_pretrained).
+Outputs in --out: metrics.jsonl, ckpt-STEP/ (adapter or weights, optimizer, RNG states, data cursor;
+OUT/latest names it), and at the end the adapter (geora_adapter.safetensors: eval.py --adapter OUT), a
+PEFT LoRA in OUT/peft/ and, with --merge, a merged model in OUT/merged/.
 
-Defaults, in order of precedence: explicit flags > --preset > the world's defaults > the rest.
-- Without --model (or with --dataset tiny) the defaults are the tiny world's (tiny.py: a
-  0.8M-parameter Qwen2 on word problems, shipped in tiny-base/, trained on one CPU thread):
-  the whole script runs offline on a laptop CPU in minutes. With --model and no --dataset the run
-  is GRPO on GSM8K (eval on its test split) with LLM_DEFAULTS: 32 prompts x 8 samples, up to 1024
-  new tokens, gradient checkpointing on, 500 steps.
-- Learning rate, when --lr is not given, per method. Tiny world (TINY_LR): from sweeps at rank 16,
-  alpha = rank (GeoRA stable from 3e-4 to 1e-3; PiSSA, whose adapter holds the top singular
-  directions, collapsed at 5e-4 and needs 1e-4; full fine-tuning ~10x less than the adapters).
-  Real models (LLM_LR): GeoRA 1e-5, full fine-tuning 1e-6 (the usual full-RL rate, adapters ~10x
-  it), the other methods in the tiny world's ratios to GeoRA. They are starting points, not tuned on
-  a real model here (no GPU was lent for that); compare.py sweeps around them. Constant rate.
-- --preset paper: the setting GeoRA's paper reports, as a public reproduction quotes its v4
-  appendix, i.e. *as reported second-hand*: rank 16, alpha 32 (scale 2), rho 0.2, all seven
-  projections, AdamW, bf16, lr 1e-6, 8 rollouts per prompt, a global batch of 128, KL coefficient
-  0.001, prompts up to 1024 and responses up to 4096 tokens. Our readings where it is silent or
-  ambiguous: 128 counts prompts (verl's train_batch_size convention: 1,024 completions per step);
-  the KL term is k3 in the loss (verl's low_var_kl with use_kl_loss); temperature 1.0, clip
-  0.2 / 0.2, constant rate, token-mean aggregation, one update per batch of rollouts (verl's
-  defaults); 200 steps (about 3.4 epochs of GSM8K's 7,473 prompts: the steps are not reported);
-  gradient checkpointing on; bf16 is what --dtype auto does on CUDA. Explicit flags override it.
-- Prompts longer than --max-prompt-tokens (default: the preset's 1024, else the model's context
-  minus --max-new-tokens) are dropped when the data is loaded and counted in the printed summary,
-  never truncated; too few left is an error naming the flag, and so is --max-prompt-tokens +
-  --max-new-tokens past the model's context (the paper preset on a short-context model).
-  --holdout N keeps N training rows (a fixed draw, the same for every seed and method) out of
-  training and evaluates on them: the model-selection split compare.py uses, so the reported
-  benchmarks never pick a learning rate.
+Defaults: explicit flags > --preset > the world's defaults (DEFAULTS without --model: the tiny world of
+tiny.py, shipped in tiny-base/, on one CPU thread; LLM_DEFAULTS with --model: GSM8K) > COMMON. The
+learning rates per method and the paper preset's readings are written beside TINY_LR and PRESETS.
 
-Choices and simplifications:
-- One optimizer step per batch of rollouts, so the policy that sampled is the policy being
-  updated: old log-probs are the current ones, detached (importance ratio exactly 1).
-- Sampling is keyed: completion j of the step's prompt i draws from grpo.sample_key(seed, step,
-  i * G + j), so a step's rollouts are the same whatever the number of processes, --rollout-batch
-  or a resume in between (grpo.py's docstring; bf16 kernels can still round a draw differently).
-- Completions of groups whose rewards are all equal have advantage 0. At beta = 0 they add
-  nothing to the gradient, so they are scored without autograd (forward only): the logged kl,
-  kl_max, entropy and clip_frac cover every completion of the step. The loss normaliser counts
-  them too, so the gradient is the full-batch one. A step in which no completion of any process
-  carries signal takes no optimizer step at all (AdamW's moments and step count stay put): steps
-  have the same effect whatever the number of processes.
-- The loss is normalised over the whole step (all micro-batches, all ranks), so gradient
-  accumulation and data parallelism give the same gradient as one big batch.
-- Reference policy (KL penalty and the logged KL): for adapter methods the same model under
-  geora.adapters_disabled (exactly the initial weights, no copy). For full fine-tuning a frozen
-  copy is kept only when --beta > 0 or --log-kl; otherwise its KL is not logged (null). With that copy (and
-  no --fsdp) full fine-tuning's eval lines carry S_head and the relative update too, measured on the seven
-  projections as geora.geometry_report measures adapters.
-- --weight-decay: for SVD-initialised adapters (geora, pissa, milora and the ablations) it pulls
-  A, B towards A0, B0, i.e. towards the initial policy (decay towards zero would pull the model
-  away from it); for LoRA towards zero (B = 0 is the initial policy); full fine-tuning: AdamW's own.
-- dr-grpo aggregation also drops the std scaling of the advantages (Dr. GRPO's two changes).
-- Truncated completions (no EOS within --max-new-tokens) are graded no_answer (reward 0), so
-  the policy cannot earn reward by rambling past the budget.
-- Several processes (torchrun): each rank takes its share of the step's prompts, gradients are
-  summed with one all-reduce per step (a flat buffer of the trainable tensors, after local
-  accumulation: what DistributedDataParallel with no_sync does, but ranks may skip different
-  numbers of zero-advantage micro-batches), metrics are summed across ranks, rank 0 writes
-  logs and checkpoints. nccl on CUDA, gloo on CPU. Every rank builds the same adapter (seeded).
-- Resume is exact: the checkpoint holds the trainable weights, AdamW state, the data cursor,
-  every rank's RNG states and the world size; the data order is a seeded permutation per epoch.
-  Resuming with another number of processes continues the same run: sampling never reads the
-  global RNG (keys above), and the saved RNG states are restored only when the count matches.
-- bf16 autocast on CUDA: frozen weights stored in bf16 for adapter methods (GeoRA's adapter
-  branch stays fp32, as geora.py designs it), fp32 master weights for full fine-tuning; fp32 on
-  CPU. --gradient-checkpointing trades compute for activation memory on long answers.
-- Memory: memory.estimate itemises what one process needs from the config alone, before the model
-  loads; it is printed, a run that cannot fit stops there with the flags to change, and it picks
-  --rollout-batch (completions per generate call) when not given. The LM head runs in chunks inside
-  grpo.token_logprobs, so no (tokens, V) logits ever exist. Each step logs mem_gb: CUDA's peak
-  allocated, or on Linux CPUs the peak resident set (VmHWM, reset at the step's start). A CUDA
-  out-of-memory error during a step ends the run with the estimate and the advice, not a traceback;
-  the last checkpoint is intact (one during evaluation or saving is still a traceback, and with
-  several processes the others stop when torchrun notices).
-- Dropout is switched off: the policy is scored in train mode and sampled in eval mode, and both
-  must be the same policy (Qwen's configs have none anyway).
-- A fresh run (no --resume) into an --out that holds another run's checkpoints removes them first,
-  as it starts a fresh metrics log: a later --resume must not continue someone else's run.
-- --fsdp: FSDP2 (fully_shard per decoder layer, then the root); the section "sharding" below says
-  how the adapter methods keep geora.py's exactness, how rollouts avoid an all-gather per token,
-  and how checkpoints are written. Every process loads the whole model before sharding it.
+Choices, each explained where the code makes it:
+- one optimizer step per batch of rollouts: the sampling policy is the updated one (ratio exactly 1);
+- sampling is keyed (rollout): the same rollouts whatever the processes, --rollout-batch, engine or resume;
+- truncated completions are no_answer (reward 0): no reward for rambling past the budget (rollout);
+- zero-advantage completions are scored without autograd, for the metrics (accumulate_gradients);
+- the loss is normalised over the whole step, all micro-batches and ranks (train_step);
+- a step with no signal anywhere takes no optimizer step (train_step);
+- the reference policy is the model under geora.adapters_disabled, exactly W (build_policy);
+- weight decay pulls SVD-initialised adapters towards A0, B0, the initial policy (decay_adapters);
+- dropout off: the policy scored in train mode must be the policy sampled in eval mode (build_policy);
+- dr-grpo drops the std scaling of the advantages too (rollout);
+- several processes: each takes its share of the prompts, one all-reduce of the gradients (train_step);
+- resume is exact, across process counts too (save_checkpoint, load_trainer_state, RESUME_KEYS);
+- memory is estimated before the model loads and picks --rollout-batch (plan_memory, memory.py);
+- bf16 autocast on CUDA with the adapter branch in fp32; fp32 on CPU (main, load_model);
+- a fresh run into an --out with another run's checkpoints removes them (metrics_writer);
+- --fsdp: FSDP2 per decoder layer, then the root (the "sharding" section below).
 """
 
 import argparse
@@ -128,8 +67,11 @@ from data import format_prompt, load_rows, load_tokenizer
 from reward import grade
 
 METHODS = ("geora", "lora", "pissa", "milora", "full")
-# Tiny world, rank 16, 16 prompts x 8 samples, beta 0, 100 steps: each rate reached 74-76%
-# held-out accuracy from 48% (see the module docstring and the README's sweep).
+# Learning rates when --lr is not given (constant). Tiny world: from sweeps at rank 16, alpha = rank (GeoRA stable
+# from 3e-4 to 1e-3; PiSSA, whose adapter holds the top singular directions, collapsed at 5e-4 and needs 1e-4; full
+# fine-tuning ~10x less than the adapters). Real models: GeoRA 1e-5, full fine-tuning 1e-6 (the usual full-RL rate,
+# adapters ~10x it), the other methods in the tiny world's ratios to GeoRA: starting points, not tuned on a real
+# model (no GPU was lent for that); compare.py sweeps around them.
 TINY_LR = {"geora": 5e-4, "lora": 2e-3, "pissa": 1e-4, "milora": 5e-4, "full": 5e-5}
 LLM_LR = {"geora": 1e-5, "lora": 4e-5, "pissa": 2e-6, "milora": 1e-5, "full": 1e-6}
 DEFAULT_LR = TINY_LR  # the name compare.py's tiny sweep reads
@@ -140,7 +82,14 @@ LLM_DEFAULTS = dict(steps=500, prompts_per_step=32, max_new_tokens=1024, micro_b
                     eval_size=500, save_every=50, gradient_checkpointing=True)
 # Flags that have a value whatever the world (None in the parser so a preset can tell "not given").
 COMMON = dict(rank=16, rho=0.2, group_size=8, beta=0.0, clip_low=0.2, clip_high=0.2, temperature=1.0)
-PRESETS = {  # read the module docstring: "as reported second-hand", with our readings of the gaps
+# --preset paper: the setting GeoRA's paper reports, as a public reproduction quotes its v4 appendix, i.e. as
+# reported second-hand: rank 16, alpha 32 (scale 2), rho 0.2, all seven projections, AdamW, bf16, lr 1e-6, 8 rollouts
+# per prompt, a global batch of 128, KL coefficient 0.001, prompts up to 1024 and responses up to 4096 tokens. Our
+# readings where it is silent or ambiguous: 128 counts prompts (verl's train_batch_size: 1,024 completions per
+# step); the KL term is k3 in the loss (verl's low_var_kl with use_kl_loss); temperature 1.0, clip 0.2 / 0.2,
+# constant rate, token-mean aggregation, one update per batch of rollouts (verl's defaults); 200 steps (about 3.4
+# epochs of GSM8K: the steps are not reported); gradient checkpointing on. Explicit flags override it.
+PRESETS = {
     "paper": dict(rank=16, alpha=32.0, rho=0.2, lr=1e-6, group_size=8, prompts_per_step=128, beta=1e-3,
                   max_prompt_tokens=1024, max_new_tokens=4096, temperature=1.0, clip_low=0.2, clip_high=0.2,
                   steps=200, eval_every=20, save_every=20, gradient_checkpointing=True),
@@ -314,8 +263,10 @@ def load_model(path, args, device):
 
 
 def load_data(args, tokenizer, context, quiet=False):
-    """(train rows, {name: held-out rows}). Prompts longer than --max-prompt-tokens are dropped
-    here and counted; the tiny world adds its two out-of-domain families."""
+    """(train rows, {name: held-out rows}). Prompts longer than --max-prompt-tokens (default: the preset's, else
+    the context minus --max-new-tokens) are dropped here and counted, never truncated; too few left is an error
+    naming the flag. --holdout N keeps a fixed draw of N training rows (the same for every seed and method) out of
+    training as the eval set: compare.py's selection split. The tiny world adds its two out-of-domain families."""
     say = (lambda *a: None) if quiet else print
     if args.max_prompt_tokens is None:
         args.max_prompt_tokens = context - args.max_new_tokens
@@ -582,7 +533,9 @@ def save_checkpoint(args, model, opt, state, rt):
 
 
 def load_trainer_state(args, model, opt, ckpt, rt, log):
-    """Optimizer (and, sharded, the weights) and RNG states of a checkpoint."""
+    """Optimizer (and, sharded, the weights) and RNG states of a checkpoint. Resume is exact: the data order is a
+    seeded permutation per epoch, sampling is keyed, and the saved RNG states are restored when the number of
+    processes matches (with another number the run continues the same: sampling never reads the global RNG)."""
     trainer = torch.load(os.path.join(ckpt, "trainer.pt"), weights_only=False)
     if trainer["optimizer"] is None:  # sharded full fine-tuning: weights and AdamW state in DCP shards
         dcp, get, put = _dcp()
@@ -709,7 +662,13 @@ def sampler(args):
 
 def rollout(model, tokenizer, train_rows, args, step, rt):
     """This rank's share of the step's prompts, G keyed samples each, graded. Returns a dict with
-    the grpo.generate output plus rewards, no_answer, advantages (all (B,) on CPU)."""
+    the grpo.generate output plus rewards, no_answer, advantages (all (B,) on CPU).
+
+    Completion g of the step's prompt i draws from grpo.sample_key(seed, step, i * G + g), so a step's rollouts
+    are the same whatever the number of processes, --rollout-batch, --rollout-engine or a resume in between
+    (in fp32; bf16 kernels of other shapes can round a draw differently). A truncated completion (no EOS within
+    --max-new-tokens) is no_answer with reward 0, so rambling past the budget earns nothing. dr-grpo drops the
+    std scaling of the advantages (Dr. GRPO's second change, beside its loss normaliser)."""
     G = args.group_size
     idx = prompt_indices(step, len(train_rows), args.prompts_per_step, args.seed)
     mine = list(range(rt.rank, len(idx), rt.world))                 # positions in the global step batch
