@@ -42,6 +42,7 @@ Test-only dependency: peft (never imported by the core files).
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -279,6 +280,115 @@ def bench_waste(args):
 
 # ----------------------------------------------------------------------------- layers vs PEFT
 
+# ----------------------------------------------------------------------------- the update pass
+
+def _update_rollouts(n, cuda, seed=0):
+    """Synthetic graded rollouts with GSM8K-like long-tailed lengths: completions log-normal (median 250, capped
+    at 1,024; on CPU both divided by 4), prompts 40-120 tokens (/4 on CPU), left-padded prompts, completions
+    right-padded, advantages of both signs. Returns train.py's roll dict."""
+    g = torch.Generator().manual_seed(seed)
+    scale = 1 if cuda else 4
+    comp = (torch.exp(torch.randn(n, generator=g) * 0.7) * 250 / scale).clamp(4, 1024 // scale).long()
+    prompt = torch.randint(40 // scale, 120 // scale + 1, (n,), generator=g)
+    P, L = int(prompt.max()), int(comp.max())
+    ids = torch.randint(1, 151936, (n, P + L), generator=g)
+    attn = torch.zeros(n, P + L, dtype=torch.long)
+    for i in range(n):
+        attn[i, P - prompt[i]:P + comp[i]] = 1
+    ids = ids * attn
+    adv = torch.randn(n, generator=g)
+    return {"input_ids": ids, "attention_mask": attn, "n_completion": L, "mask": attn[:, P:].float(), "adv": adv}
+
+
+def bench_update(args):
+    """One GRPO update (scoring + backward + the reference pass) on the same rollouts with train.py's own
+    accumulate_gradients: padded micro-batches of --micro-batch rows (the old path) against packed token-budget
+    micro-batches (--micro-batch-tokens = those rows at the longest length, train.py's default), side by side,
+    alternating, best of --repeats. Writes out/update.json: {"padded": {...}, "packed": {...}, "device", ...},
+    each with tokens_per_s (completion tokens scored per second), padding_frac (computed slots that are padding),
+    peak_mem_gb (CUDA max allocated, or the CPU peak RSS) and on CUDA mfu (6 x params x tokens for policy forward
+    + backward, 2 x params x tokens for the reference, over the bf16 dense peak of an H100/H200)."""
+    import types
+    import grpo
+    import train
+    cuda = args.device.startswith("cuda")
+    layers = args.rollout_layers or (28 if cuda else 2)
+    n = 64 if cuda else 16
+    mb = 8 if cuda else 4
+    model = build(args, vocab=151936, layers=layers)
+    geora.apply_geora(model, rank=args.rank, svd="lowrank")
+    if cuda:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    roll = {k: v.to(args.device) if torch.is_tensor(v) and k != "adv" else v
+            for k, v in _update_rollouts(n, cuda).items()}
+    attn = roll["attention_mask"]
+    T = attn.shape[1]
+    lens = attn.sum(1).tolist()
+    comp_tokens = float(roll["mask"].sum())
+    real = sum(lens)
+    rt = types.SimpleNamespace(world=1, rank=0, device=torch.device(args.device), fsdp=False,
+                               autocast=torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext())
+    base = dict(beta=0.0, method="geora", log_kl=False, kl_every=1, steps=1, temperature=1.0, clip_low=0.2,
+                clip_high=0.2, agg="token-mean", fsdp=False, micro_batch=mb)
+    sides = {"padded": dict(base, micro_batch_tokens=0), "packed": dict(base, micro_batch_tokens=mb * T)}
+    # computed slots: padded = rows x trimmed width per micro-batch; packed = packed rows x their length
+    order = torch.nonzero(roll["adv"] != 0).flatten().tolist()
+    slots = {"padded": 0, "packed": 0}
+    P = T - roll["n_completion"]
+    for i in range(0, n, mb):
+        b = order[i:i + mb]
+        c = roll["mask"][b].sum(1)
+        left = [int((attn[j, :P] == 0).sum()) for j in b]
+        slots["padded"] += len(b) * (P - min(left) + int(c.max()))
+    for b in grpo.token_batches(lens, mb * T):
+        ls = [lens[j] for j in b]
+        _, rows, R = grpo._pack(ls, max(max(ls), min(sum(ls), 2 * model.config.hidden_size)))
+        slots["packed"] += rows * R
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"update bench: {layers} layers of Qwen2.5-1.5B (vocab 151,936), GeoRA, {n} completions "
+          f"({comp_tokens:.0f} completion tokens, {real} real tokens, longest row {T}), micro-batch {mb} rows "
+          f"or {mb * T} tokens, {args.device} {args.dtype}")
+    res = {"device": torch.cuda.get_device_name() if cuda else f"cpu ({os.cpu_count()} cores)", "layers": layers,
+           "completions": n, "completion_tokens": comp_tokens, "lengths": "log-normal, median 250, cap 1,024" +
+           ("" if cuda else ", /4 on CPU")}
+    best = {k: float("inf") for k in sides}
+    peak = {k: 0.0 for k in sides}
+    for rep in range(args.repeats):
+        for name, a in sides.items():
+            a = types.SimpleNamespace(**a)
+            for p in params:
+                p.grad = None
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            else:
+                train.reset_peak_rss()
+            sync(args)
+            t0 = time.perf_counter()
+            train.accumulate_gradients(model, None, roll, a, comp_tokens, rt)
+            sync(args)
+            best[name] = min(best[name], time.perf_counter() - t0)
+            peak[name] = max(peak[name], torch.cuda.max_memory_allocated() / 1e9 if cuda else train.peak_rss_gb())
+    for name in sides:
+        r = {"tokens_per_s": round(comp_tokens / best[name], 1), "seconds": round(best[name], 3),
+             "padding_frac": round(1 - real / slots[name], 4), "peak_mem_gb": round(peak[name], 3)}
+        if cuda:
+            name_gpu = torch.cuda.get_device_name()
+            peak_flops = 989e12 if ("H100" in name_gpu or "H200" in name_gpu) else None
+            if peak_flops:
+                r["mfu"] = round(8 * n_params * real / best[name] / peak_flops, 4)
+        res[name] = r
+        print(f"  {name:7s}: {r['tokens_per_s']:9.1f} completion tok/s, {r['seconds']:.2f} s, padding "
+              f"{r['padding_frac']:.1%}, peak {r['peak_mem_gb']:.2f} GB" + (f", MFU {r['mfu']:.1%}" if "mfu" in r else ""))
+    res["speedup"] = round(best["padded"] / best["packed"], 2)
+    print(f"  packed / padded: {res['speedup']:.2f}x")
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    with open(os.path.join(HERE, "out", "update.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    print("wrote out/update.json")
+
+
 def build(args, vocab=None, layers=None):
     from transformers import Qwen2Config, Qwen2ForCausalLM
     torch.manual_seed(0)
@@ -401,6 +511,8 @@ def bench_layers(args):
         bench_rollout(args)
     if "waste" in parts:
         bench_waste(args)
+    if "update" in parts:
+        bench_update(args)
     if "init" in parts or "step" in parts:
         base = build(args)
     if "init" in parts:

@@ -87,13 +87,17 @@ class _LogprobHead(nn.Module):
     (B, L, 2) = [log p(target), entropy] chunk by chunk instead of to (B, L+1, V) logits. It runs
     inside the model's own forward, so a sharded (FSDP) root has the head's weight gathered."""
 
-    def __init__(self, head, targets, temperature, chunk_tokens):
+    def __init__(self, head, targets, temperature, chunk_tokens, index=None):
         super().__init__()
         self.head, self.targets, self.temperature, self.chunk = head, targets, temperature, chunk_tokens
+        self.index = index                                           # packed: flat positions of the targets
 
     def forward(self, hidden):
         B, L = self.targets.shape
-        h = hidden[:, :L].reshape(B * L, -1)                         # position j predicts token j+1
+        if self.index is not None:                                   # (B', R, H) -> the (M, H) that predict
+            h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, self.index)
+        else:
+            h = hidden[:, :L].reshape(B * L, -1)                     # position j predicts token j+1
         t = self.targets.reshape(B * L)
         w, b = self.head.weight, self.head.bias
         logps, ents = [], []
@@ -148,6 +152,112 @@ def token_logprobs(model, input_ids, attention_mask, n_completion_tokens, temper
     finally:
         setattr(model, name, head)
     return out[..., 0], out[..., 1].detach()
+
+
+def token_batches(lengths, budget):
+    """Micro-batches of row indices, each holding at most `budget` tokens (a longer row goes alone), by
+    first-fit decreasing: rows sorted longest first, each into the first batch with room. lengths: real
+    tokens per row (prompt + completion). Returns a list of lists of indices into lengths."""
+    assert budget >= 1
+    order = sorted(range(len(lengths)), key=lambda i: -int(lengths[i]))
+    batches, room = [], []
+    for i in order:
+        n = int(lengths[i])
+        j = next((k for k, r in enumerate(room) if r >= n), None)
+        if j is None:
+            batches.append([i])
+            room.append(budget - n)
+        else:
+            batches[j].append(i)
+            room[j] -= n
+    return batches
+
+
+def _pack(lengths, capacity):
+    """Rows of a packed batch: first-fit decreasing of sequences into rows of `capacity` tokens.
+    Returns (row, offset) per sequence and the number of rows."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    used, where = [], [None] * len(lengths)
+    for i in order:
+        j = next((k for k, u in enumerate(used) if u + lengths[i] <= capacity), None)
+        if j is None:
+            used.append(0)
+            j = len(used) - 1
+        where[i] = (j, used[j])
+        used[j] += lengths[i]
+    return where, len(used), max(used)
+
+
+def packed_token_logprobs(model, input_ids, attention_mask, n_completion_tokens, temperature=1.0,
+                          chunk_tokens=None, chunk_bytes=1 << 28):
+    """token_logprobs without computing a padding token: the same inputs and the same (B, L) result.
+
+    Each row's real tokens (its prompt without left padding, its completion up to its end) become one
+    sequence with positions restarting at 0; sequences share rows of a packed batch and never attend to
+    each other. Attention backends:
+    - flash_attention_2 / 3 (when installed): every sequence in one row; transformers' varlen path finds
+      the boundaries from the restarting position ids, and its cost is the sum of each sequence's own.
+    - sdpa and eager (the defaults; CPU): a block-diagonal causal mask (B', 1, R, R). A dense mask costs
+      R^2 per row, so rows are filled (first-fit decreasing) up to R = 2 x hidden size tokens, or the
+      longest sequence if longer: attention, 4 R H FLOPs per token against the layers' ~24 H^2, stays a
+      small share, and the linear layers run on the real tokens only.
+    - anything else (flex_attention, custom kernels) falls back to token_logprobs.
+    The leftover slots at the end of a packed row attend only to themselves (no all-masked row: a NaN
+    there would reach the gradient through 0 * NaN). Only completion positions reach the chunked head
+    (logits_to_keep as an index tensor). Positions past a row's completion are 0 in the result, as the
+    padded path's are masked out by the completion mask."""
+    impl = getattr(model.config, "_attn_implementation", None) or "eager"
+    flash = impl.startswith("flash")
+    if not (flash or impl in ("sdpa", "eager")):
+        return token_logprobs(model, input_ids, attention_mask, n_completion_tokens, temperature,
+                              chunk_tokens, chunk_bytes)
+    B, T = input_ids.shape
+    L = n_completion_tokens
+    dev = input_ids.device
+    keep = attention_mask.bool()                                         # (B, T)
+    lens = keep.sum(1).tolist()                                          # real tokens per row
+    comp = keep[:, T - L:].sum(1).tolist()                               # completion tokens per row
+    assert all(c >= 1 and n > c for n, c in zip(lens, comp)), "every row needs a prompt and a completion"
+    width = 2 * model.config.hidden_size       # a dense-mask row this long spends ~1/6 of its FLOPs on attention
+    where, rows, R = _pack(lens, sum(lens) if flash else max(max(lens), min(sum(lens), width)))
+    ids = torch.zeros(rows, R, dtype=input_ids.dtype, device=dev)      # (B', R)
+    pos = torch.zeros(rows, R, dtype=torch.long, device=dev)
+    seg = torch.full((rows, R), -1, dtype=torch.long, device=dev)      # sequence id per slot, -1: leftover
+    kept, targets, out_at = [], [], []
+    for i, ((r, o), n, c) in enumerate(zip(where, lens, comp)):
+        ids[r, o:o + n] = input_ids[i][keep[i]]
+        pos[r, o:o + n] = torch.arange(n, device=dev)
+        seg[r, o:o + n] = i
+        p = n - c                                                        # real prompt tokens
+        kept.append(r * R + o + p - 1 + torch.arange(c, device=dev))     # the hidden states predicting them
+        targets.append(ids[r, o + p:o + n])
+        out_at.append(i * L + torch.arange(c, device=dev))
+    kept, targets, out_at = torch.cat(kept), torch.cat(targets), torch.cat(out_at)
+    if flash:
+        mask = None
+    else:
+        j = torch.arange(R, device=dev)
+        same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
+        mask = (same & (j[:, None] >= j[None, :])) | torch.eye(R, dtype=torch.bool, device=dev)  # (B', R, R)
+        mask = mask[:, None]
+        if impl == "eager":  # the eager kernels add the mask: 0 where allowed, the dtype's minimum elsewhere
+            dt = model.get_input_embeddings().weight.dtype
+            if torch.is_autocast_enabled(dev.type):
+                dt = torch.get_autocast_dtype(dev.type)
+            mask = torch.zeros(mask.shape, dtype=dt, device=dev).masked_fill(~mask, torch.finfo(dt).min)
+    name = _head_name(model)
+    head = getattr(model, name)
+    if chunk_tokens is None:
+        chunk_tokens = max(1, chunk_bytes // (4 * head.out_features))
+    # the stand-in head picks the M completion-predicting hidden states out of the (B', R) packed batch
+    setattr(model, name, _LogprobHead(head, targets[None], temperature, chunk_tokens, index=kept))
+    try:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=0,
+                    use_cache=False).logits                                 # (1, M, 2)
+    finally:
+        setattr(model, name, head)
+    res = out.new_zeros(B * L, 2).index_copy(0, out_at, out[0]).view(B, L, 2)
+    return res[..., 0], res[..., 1].detach()
 
 
 # ----------------------------------------------------------------------------- loss

@@ -115,7 +115,7 @@ def activation_bytes_per_token(s, act, adapters):
 
 def estimate(config, method="geora", rank=16, device="cuda", dtype="auto", rollouts=64, rollout_batch=None,
              micro_batch=8, prompt_tokens=1024, new_tokens=1024, gradient_checkpointing=True,
-             chunk_bytes=1 << 28, ref_copy=False, world=1, fsdp=False, budget=None):
+             chunk_bytes=1 << 28, ref_copy=False, world=1, fsdp=False, budget=None, micro_batch_tokens=None):
     """Memory of one process of a run, in bytes, itemised. rollouts: this process's completions per step.
     budget: bytes available (default: 90% of this machine's device memory). Returns a dict with the
     components, 'total', 'budget', 'rollout_batch' (chosen when None), 'fits' and 'fsdp_generate'."""
@@ -145,9 +145,12 @@ def estimate(config, method="geora", rank=16, device="cuda", dtype="auto", rollo
     # scoring one micro-batch. Backward meets the LM head's chunks first, then one layer at a time: with
     # checkpointing the layers' inputs stay, and the layer being recomputed holds its activations and their
     # gradients (a quarter more); without it every layer's activations stay.
-    tokens = micro_batch * T
-    per_layer = activation_bytes_per_token(s, act, method != "full") * tokens
-    chunk = min(micro_batch * new_tokens, max(1, chunk_bytes // (4 * s["vocab"])))
+    # packed scoring (micro_batch_tokens): that many real tokens, plus the block mask of the packed rows (bool,
+    # rows of at most T tokens: at most tokens x T bytes, kept for backward by the layers that recompute)
+    tokens = micro_batch_tokens or micro_batch * T
+    mask = tokens * T if micro_batch_tokens else 0
+    per_layer = activation_bytes_per_token(s, act, method != "full") * tokens + mask
+    chunk = min(micro_batch_tokens or micro_batch * new_tokens, max(1, chunk_bytes // (4 * s["vocab"])))
     logits = 4 * chunk * s["vocab"] * 4                    # the chunk's logits, exp, softmax, their gradient
     if gradient_checkpointing:
         out["scoring"] = s["layers"] * tokens * s["hidden"] * act + max(logits, 1.25 * per_layer)

@@ -134,7 +134,13 @@ def parse_args(argv=None):
     a("--agg", default="token-mean", choices=("token-mean", "seq-mean", "dr-grpo"))
     a("--temperature", type=float, default=None, help="sampling temperature (default 1.0)")
     a("--max-new-tokens", type=int, default=None)
-    a("--micro-batch", type=int, default=None, help="completions per forward/backward")
+    a("--micro-batch", type=int, default=None, help="completions per forward/backward (padded scoring, used "
+      "when --micro-batch-tokens is 0)")
+    a("--micro-batch-tokens", type=int, default=None, help="packed scoring: micro-batches of up to N real tokens, "
+      "no padding computed (default: --micro-batch rows at the longest length, the memory estimate's micro-batch; "
+      "0: padded micro-batches of --micro-batch rows)")
+    a("--kl-every", type=int, default=None, help="with --beta 0, run the reference pass for the logged kl every K "
+      "steps (and on the last); default the eval interval; 1: every step. --beta > 0 needs it every step")
     a("--rollout-engine", choices=("eager", "compiled"), default=None,
       help="compiled: rollout.py's static-cache decode loop, compiled (default on CUDA); eager: grpo.generate, "
            "model.generate underneath (default on CPU, where compiling costs more than it saves)")
@@ -170,6 +176,8 @@ def resolve_defaults(args):
         for k, v in layer.items():
             if getattr(args, k) is None:
                 setattr(args, k, v)
+    if args.kl_every is None:
+        args.kl_every = args.eval_every
     if args.rollout_engine is None:
         args.rollout_engine = "compiled" if torch.cuda.is_available() and args.device != "cpu" else "eager"
     if args.lr is None:
@@ -191,6 +199,8 @@ def check_args(args):
     for k in ("steps", "prompts_per_step", "max_new_tokens", "micro_batch", "eval_every", "save_every", "rank"):
         if getattr(args, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be >= 1")
+    if args.kl_every < 1 or (args.micro_batch_tokens is not None and args.micro_batch_tokens < 0):
+        raise ValueError("--kl-every must be >= 1 and --micro-batch-tokens >= 0")
     for k in ("rollout_batch", "max_prompt_tokens"):
         if getattr(args, k) is not None and getattr(args, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be >= 1")
@@ -689,7 +699,18 @@ def rollout(model, tokenizer, train_rows, args, step, rt):
     return roll
 
 
-def accumulate_gradients(model, ref_model, roll, args, denom, rt):
+def kl_step(args, step):
+    """Whether step (0-based) runs the reference pass: every step with --beta > 0 (the loss needs it); at --beta 0
+    only for the logged kl, every --kl-every steps and on the last (compare.py reads the last step's kl). Full
+    fine-tuning has a reference only with --beta > 0 or --log-kl."""
+    if args.beta > 0:
+        return True
+    if args.method == "full" and not args.log_kl:
+        return False
+    return (step + 1) % args.kl_every == 0 or step + 1 == args.steps
+
+
+def accumulate_gradients(model, ref_model, roll, args, denom, rt, step=0):
     """GRPO loss over micro-batches of this rank's completions; backward where there is signal.
 
     Rows with signal (advantage != 0, or every row when beta > 0) come first; a micro-batch that
@@ -698,15 +719,23 @@ def accumulate_gradients(model, ref_model, roll, args, denom, rt):
     sums over this rank: loss, scored tokens, clipped tokens, entropy, kl, kl_max, signal rows."""
     adv, mask = roll["adv"], roll["mask"]
     signal = torch.ones_like(adv, dtype=torch.bool) if args.beta > 0 else adv != 0
-    order = torch.cat([torch.nonzero(signal).flatten(), torch.nonzero(~signal).flatten()])
-    batches = [order[i:i + args.micro_batch] for i in range(0, len(order), args.micro_batch)]
+    rows = [torch.nonzero(signal).flatten(), torch.nonzero(~signal).flatten()]
+    if args.micro_batch_tokens:  # packed: bins of real tokens, signal rows and the rest apart
+        lengths = roll["attention_mask"].sum(1).cpu()
+        batches = [r[torch.tensor(b)] for r in rows if len(r)
+                   for b in grpo.token_batches(lengths[r].tolist(), args.micro_batch_tokens)]
+        batches.sort(key=lambda b: not bool(signal[b].any()))    # stable: the signal bins first
+    else:
+        order = torch.cat(rows)
+        batches = [order[i:i + args.micro_batch] for i in range(0, len(order), args.micro_batch)]
+    score = grpo.packed_token_logprobs if args.micro_batch_tokens else grpo.token_logprobs
     n_grad = sum(bool(signal[b].any()) for b in batches)
     if args.fsdp and rt.world > 1:
         t = torch.tensor([n_grad], device=rt.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         n_grad = int(t)
     loss_scale = rt.world if args.fsdp and args.method == "full" else 1   # FSDP averages; we want the sum
-    need_ref = args.beta > 0 or args.method != "full" or args.log_kl
+    need_ref = kl_step(args, step)
     acc = {"loss": 0.0, "tok": 0.0, "clip": 0.0, "entropy": 0.0, "kl": 0.0, "kl_max": 0.0,
            "signal": float(signal.sum())}
     ids_all, attn_all, L_all = roll["input_ids"], roll["attention_mask"], roll["n_completion"]
@@ -720,15 +749,15 @@ def accumulate_gradients(model, ref_model, roll, args, denom, rt):
         first = int(attn.any(0).nonzero()[0])        # drop left-padding columns shared by all rows
         ids, attn, m = ids[:, first:], attn[:, first:], m[:, :L]
         with rt.autocast, torch.set_grad_enabled(grad):
-            logp, ent = grpo.token_logprobs(model, ids, attn, L, args.temperature)
+            logp, ent = score(model, ids, attn, L, args.temperature)
             ref = None
             if need_ref:
                 with torch.no_grad():
                     if ref_model is not None:
-                        ref = grpo.token_logprobs(ref_model, ids, attn, L, args.temperature)[0]
+                        ref = score(ref_model, ids, attn, L, args.temperature)[0]
                     else:
                         with geora.adapters_disabled(model):
-                            ref = grpo.token_logprobs(model, ids, attn, L, args.temperature)[0]
+                            ref = score(model, ids, attn, L, args.temperature)[0]
             loss, mt = grpo.grpo_loss(logp, logp.detach(), ref, adv[sel.cpu()].to(logp.device), m,
                                       args.clip_low, args.clip_high, args.beta, args.agg, denom)
         if grad:
@@ -764,7 +793,7 @@ def train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step,
              "dr-grpo": sums[1].item() * args.max_new_tokens}[args.agg]
 
     t1 = time.time()
-    acc = accumulate_gradients(model, ref_model, roll, args, denom, rt)
+    acc = accumulate_gradients(model, ref_model, roll, args, denom, rt, step)
     stats = torch.tensor([rewards.sum(), roll["no_answer"].sum(), float(len(rewards)), zero_std.sum(),
                           float(len(zero_std)), mask.sum().item(), float(roll["truncated"].sum()), acc["loss"],
                           acc["tok"], acc["clip"], acc["entropy"], acc["kl"], acc["signal"]], dtype=torch.float64)
@@ -798,7 +827,7 @@ def train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step,
     if rt.world > 1:
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     kl_max, mem_gb = peak.tolist()
-    need_ref = args.beta > 0 or args.method != "full" or args.log_kl
+    need_ref = kl_step(args, step)
     line = {"step": step + 1, "reward": r_sum / n, "no_answer": na_sum / n,
             "kl": kl_sum / tok if tok and need_ref else None, "kl_max": kl_max if tok and need_ref else None,
             "entropy": ent_sum / tok if tok else None, "response_len": n_tok / n,
@@ -839,7 +868,10 @@ def plan_memory(args, config, train_rows, tokenizer, rt, log, evals=None):
     rows = train_rows + [r for rs in (evals or {}).values() for r in rs]
     longest = max(len(t) for t in tokenizer([format_prompt(tokenizer, r["question"]) for r in rows],
                                               add_special_tokens=False)["input_ids"])
+    if args.micro_batch_tokens is None:  # the tokens of the estimate's micro-batch: packing fits more rows in it
+        args.micro_batch_tokens = args.micro_batch * (longest + args.max_new_tokens)
     est = memory.estimate(config, args.method, args.rank, device=str(rt.device), dtype=args.dtype,
+                          micro_batch_tokens=args.micro_batch_tokens or None,
                           rollouts=args.prompts_per_step // rt.world * args.group_size,
                           rollout_batch=args.rollout_batch, micro_batch=args.micro_batch, prompt_tokens=longest,
                           new_tokens=args.max_new_tokens, gradient_checkpointing=args.gradient_checkpointing,
