@@ -5,7 +5,8 @@
 #   bash bench_gpu.sh [DATA_DIR] [PARTS]    # DATA_DIR holds gsm8k/train.jsonl (default ../shared/data)
 #
 # PARTS (default all, comma-separated): rollout (bench.py --parts rollout: eager vs compiled sampling, no adapter /
-# LoRA / GeoRA, 28 layers of Qwen2.5-1.5B, batches 64 and 256, 1,024 new tokens; 128 for eager), r7 and r15 (the rehearsal at Qwen2.5-7B and Qwen2.5-1.5B shapes, geora and
+# LoRA / GeoRA, 28 layers of Qwen2.5-1.5B, batches 64 and 256, 1,024 new tokens; 128 for eager), update (bench.py
+# --parts update: one GRPO update, padded against packed micro-batches, GSM8K-like lengths), r7 and r15 (the rehearsal at Qwen2.5-7B and Qwen2.5-1.5B shapes, geora and
 # lora, bf16, 8 prompts x 8 rollouts x 1,024 new tokens; all four processes side by side), tests (pytest -k cuda:
 # geora exactness, a train.py run, FSDP on one GPU for geora and full; beside the rehearsals), fsdp (2 steps of
 # torchrun --nproc_per_node=1 train.py --fsdp at Qwen2.5-1.5B shapes), layers (bench.py: init and step vs PEFT, peak
@@ -15,7 +16,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 DATA=${1:-../shared/data}
-PARTS=${2:-rollout,r7,tests,layers,r15,fsdp,head}
+PARTS=${2:-rollout,update,r7,tests,layers,r15,fsdp,head}
 DEVICE=${DEVICE:-cuda}        # DEVICE=cpu only to rehearse this script's plumbing on a CPU
 LOG=out/gpu
 mkdir -p "$LOG"
@@ -26,7 +27,7 @@ python -c "import torch, transformers; print('torch', torch.__version__, 'transf
     | tee -a "$LOG/gpu.txt"
 : > "$LOG/parts.txt"
 # nothing of an earlier run may reach this run's table
-rm -rf out/rollout.json out/rehearsal.json out/rehearsal-*-cuda.json "$LOG"/*.log "$LOG"/rehearsal-*.json "$LOG"/fsdp-geora
+rm -rf out/rollout.json out/update.json out/rehearsal.json out/rehearsal-*-cuda.json "$LOG"/*.log "$LOG"/rehearsal-*.json "$LOG"/fsdp-geora
 
 BUDGET=${SUITE_BUDGET:-480}   # seconds for all parts together; each part also has its own limit
 # Measured on an H200 (README): the tests 72 s; a 1.5B rehearsal step 120 s of sampling + 13 s of training.
@@ -72,6 +73,7 @@ export -f fsdp_smoke   # `timeout` runs programs, not shell functions: the part 
 if ((SERIAL)); then
     part tests 100 python -m pytest -q -p no:cacheprovider -k cuda
     part rollout 400 python bench.py --device "$DEVICE" --dtype $DT --parts rollout
+    part update 120 python bench.py --device "$DEVICE" --dtype $DT --parts update --repeats 2
     part head 60 python bench.py --device "$DEVICE" --dtype $DT --parts head --batch 8 --seq 1024
     part layers 90 python bench.py --device "$DEVICE" --dtype $DT --parts init,step,mem
     part r15 700 python bench.py --rehearsal --device "$DEVICE" --data-dir "$DATA"
@@ -81,13 +83,14 @@ else
     side part r7 440 python bench.py --rehearsal $PAR --device "$DEVICE" --config qwen2.5-7b --data-dir "$DATA"
     side part tests 100 python -m pytest -q -p no:cacheprovider -k cuda
     side part rollout 400 python bench.py --device "$DEVICE" --dtype $DT --parts rollout
+    side part update 120 python bench.py --device "$DEVICE" --dtype $DT --parts update --repeats 2
     side part layers 90 python bench.py --device "$DEVICE" --dtype $DT --parts init,step,mem
     side part head 90 python bench.py --device "$DEVICE" --dtype $DT --parts head --batch 8 --seq 1024
     part r15 360 python bench.py --rehearsal $PAR --device "$DEVICE" --data-dir "$DATA"
     part fsdp 100 bash -c fsdp_smoke
 fi
 ((${#BG[@]})) && wait "${BG[@]}"
-cp out/rehearsal-*-cuda.json out/rollout.json "$LOG/" 2>/dev/null
+cp out/rehearsal-*-cuda.json out/rollout.json out/update.json "$LOG/" 2>/dev/null
 
 python - "$LOG" <<'EOF'
 import glob, json, os, sys
@@ -120,6 +123,13 @@ if os.path.exists(p):
     for k, x in r["runs"].items():
         print(f"| {k} | {x['tokens_per_s']:.0f} | {x['s_per_decode_step'] * 1e3:.2f} | {x['compile_s']:.1f} | "
               f"{x.get('roofline_frac', '')} | {x.get('speedup', '')} | {x.get('identical_frac', '')} | {x.get('max_logp_gap', '')} | {x.get('scored_logp_gap', '')} |")
+p = os.path.join(log, "update.json")
+if os.path.exists(p):
+    r = json.load(open(p))
+    print(f"\nupdate ({r['device']}, {r['layers']} layers, {r['completions']} completions, {r['lengths']}): "
+          f"packed / padded {r['speedup']}x")
+    for k in ("padded", "packed"):
+        print(f"  {k}: {r[k]}")
 for name in ("tests", "layers", "head"):
     p = os.path.join(log, f"{name}.log")
     if os.path.exists(p):

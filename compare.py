@@ -107,7 +107,7 @@ OWN_FLAGS = ("--model", "--method", "--init", "--lr", "--seed", "--out", "--data
              "--steps", "--holdout", "--eval-size", "--eval-every", "--eval-dataset", "--merge", "--log-kl",
              "--resume")
 # resolved train.py settings that change speed or memory, never results: not compared on a rerun
-RUNTIME_KEYS = ("micro_batch", "rollout_batch", "gradient_checkpointing", "device", "wandb", "resume")
+RUNTIME_KEYS = ("micro_batch", "micro_batch_tokens", "rollout_batch", "gradient_checkpointing", "device", "wandb", "resume")
 # results.csv columns besides the benchmarks: a benchmark may not take one of these names
 RUN_KEYS = ("method", "lr", "seed", "factor", "in_domain", "holdout_acc0", "holdout_acc", "kl", "s_head",
             "rel_update", "trainable", "s_per_step", "peak_mem_gb", "peak_mem_source", "train_wall_s")
@@ -319,7 +319,7 @@ def summarize_run(out, method, lr, seed):
                 kl=next((l["kl"] for l in reversed(steps) if l["kl"] is not None), None), s_head=last.get("s_head"),
                 rel_update=last.get("rel_update"), trainable=info["trainable"],
                 s_per_step=statistics.median(per_step), peak_rss_mb=info["peak_rss_mb"],
-                curve=[(l["step"], l["eval_acc"]) for l in evals], kl_curve=[(l["step"], l["kl"]) for l in steps])
+                curve=[(l["step"], l["eval_acc"]) for l in evals], kl_curve=[(l["step"], l["kl"]) for l in steps if l["kl"] is not None])  # --kl-every: measured steps
 
 
 def mean_std(xs):
@@ -581,7 +581,7 @@ def summarize_real(p, benches, in_domain):
              s_per_step=statistics.median(l["gen_s"] + l["train_s"] for l in steps), peak_mem_gb=peak,
              peak_mem_source=source, train_wall_s=info["wall_s"])
     r.update(eval={b: ev[b] for b in benches}, reward_curve=[(l["step"], l["reward"]) for l in steps],
-             kl_curve=[(l["step"], l.get("kl")) for l in steps],
+             kl_curve=[(l["step"], l["kl"]) for l in steps if l.get("kl") is not None],
              holdout_curve=[(l["step"], l["eval_acc"]) for l in evals])
     return r
 
@@ -689,7 +689,9 @@ def report_real(summary, out):
         mean_at = lambda key, i: statistics.mean((r[key][i][1] or 0.0) for r in rs)
         a1.plot(steps, smooth([mean_at("reward_curve", i) for i in range(len(steps))], window),
                 label=f"{m} (lr {best[m]:g})")
-        a2.plot(steps, smooth([mean_at("kl_curve", i) for i in range(len(steps))], window), label=m)
+        ks = [s for s, _ in rs[0]["kl_curve"]]   # the steps that measured kl (train.py --kl-every)
+        a2.plot(ks, smooth([mean_at("kl_curve", i) for i in range(len(ks))], max(1, window * len(ks) // max(1, len(steps)))),
+                label=m)
     a1.set(xlabel="GRPO step", ylabel=f"mean reward of the step's samples{avg}", title="reward at each method's rate")
     a2.set(xlabel="GRPO step", ylabel=f"KL to the initial policy (k3, per token){avg}", title="drift from the base")
     a1.legend(fontsize=7)

@@ -257,7 +257,7 @@ def _args(world, out, *extra):
             "--eval-dataset", str(world / "data.jsonl"), "--eval-size", "8", "--out", str(out),
             "--prompts-per-step", "4", "--group-size", "8", "--max-new-tokens", "12",
             "--micro-batch", "16", "--rank", "4", "--eval-every", "100", "--save-every", "2",
-            "--lr", "1e-2", "--no-gradient-checkpointing", *extra]
+            "--lr", "1e-2", "--no-gradient-checkpointing", "--kl-every", "1", *extra]   # kl on every step
 
 
 def _trainable(model):
@@ -822,7 +822,8 @@ def test_tiny_base_is_the_same_whatever_thread_count_builds_it(tmp_path):
 
 def test_shipped_tiny_base_is_what_tiny_py_builds():
     """tiny-base/ is committed: its weights are the ones tiny.json's hash names, and a rebuild's first
-    CHECK_STEPS pretraining steps (one thread, the full build's schedule) reproduce tiny.json's early hash."""
+    CHECK_STEPS pretraining steps (one thread, the full build's schedule) reproduce tiny.json's early hash, or,
+    on another CPU model, its per-tensor fingerprint."""
     from transformers import AutoModelForCausalLM
     info = json.loads(open(os.path.join(tiny.TINY_BASE, "tiny.json")).read())
     shipped = AutoModelForCausalLM.from_pretrained(tiny.TINY_BASE, dtype=torch.float32)
@@ -835,4 +836,9 @@ def test_shipped_tiny_base_is_what_tiny_py_builds():
                               stop_after=tiny.CHECK_STEPS, log_every=0)
     finally:
         torch.set_num_threads(before)
-    assert tiny.weights_sha256(early) == info[f"sha256_step{tiny.CHECK_STEPS}"]
+    # bit for bit on the CPU that built the base (its hash); on another CPU model the vector units round
+    # differently, so the rebuild is held to the per-tensor fingerprint instead (a wrong seed, schedule or data
+    # order moves it by far more than 1e-4)
+    if tiny.weights_sha256(early) != info[f"sha256_step{tiny.CHECK_STEPS}"]:
+        for (s, a), (s0, a0) in zip(tiny.fingerprint(early), info[f"fingerprint_step{tiny.CHECK_STEPS}"], strict=True):
+            assert abs(s - s0) <= 1e-4 * a0 + 1e-6 and abs(a - a0) <= 1e-4 * a0, (s, a, s0, a0)

@@ -233,6 +233,12 @@ def make_model(tokenizer, seed=0):
     return model
 
 
+def fingerprint(model):
+    """Per tensor (sorted by name): [sum, sum of |w|] in float64. Two CPUs with other vector units round
+    differently, so a rebuild elsewhere matches these to ~1e-6 relative where the hash cannot match at all."""
+    return [[float(v.double().sum()), float(v.double().abs().sum())] for _, v in sorted(model.state_dict().items())]
+
+
 def weights_sha256(model):
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
@@ -329,7 +335,7 @@ def build_tiny(out_dir=TINY_BASE, seed=0, force=False, steps=600):
     finally:
         torch.set_num_threads(threads)
     info = {"seed": seed, "steps": steps, "sha256": weights_sha256(model),
-            f"sha256_step{CHECK_STEPS}": weights_sha256(early),
+            f"sha256_step{CHECK_STEPS}": weights_sha256(early), f"fingerprint_step{CHECK_STEPS}": fingerprint(early),
             "params": sum(p.numel() for p in model.parameters()),
             "test_acc": accs, "build_seconds": round(time.time() - t0, 1),
             "torch": torch.__version__, "threads": BUILD_THREADS}
