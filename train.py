@@ -720,7 +720,9 @@ def accumulate_gradients(model, ref_model, roll, args, denom, rt, step=0):
     adv, mask = roll["adv"], roll["mask"]
     signal = torch.ones_like(adv, dtype=torch.bool) if args.beta > 0 else adv != 0
     rows = [torch.nonzero(signal).flatten(), torch.nonzero(~signal).flatten()]
-    if args.micro_batch_tokens:  # packed: bins of real tokens, signal rows and the rest apart
+    # packed: bins of real tokens, signal rows and the rest apart. Under FSDP with several processes every forward is
+    # collective, so every rank must run as many micro-batches: rows then go in fixed counts (still scored packed)
+    if args.micro_batch_tokens and not (args.fsdp and rt.world > 1):
         lengths = roll["attention_mask"].sum(1).cpu()
         batches = [r[torch.tensor(b)] for r in rows if len(r)
                    for b in grpo.token_batches(lengths[r].tolist(), args.micro_batch_tokens)]
