@@ -47,13 +47,18 @@ import os
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def format_prompt(tokenizer, question):
-    """One prompt for training and evaluation: the chat template when the tokenizer has one,
-    otherwise a plain `Question: ... Answer:` template. Both ask for the answer in \\boxed{}."""
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": f"{question}\n{BOXED_INSTRUCTION}"}]
+def format_prompt(tokenizer, question, system_prompt=None, chat_template=True):
+    """One prompt for training and evaluation: the chat template when the tokenizer has one (and
+    chat_template is True), otherwise a plain `Question: ... Answer:` template. Both ask for the answer
+    in \\boxed{}. system_prompt: a system turn (chat) or a first paragraph (plain). With no system turn,
+    Qwen2.5's template inserts its own default one ("You are Qwen, created by Alibaba Cloud. You are a
+    helpful assistant."): pass system_prompt="" to send an empty system turn instead."""
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
+        messages.append({"role": "user", "content": f"{question}\n{BOXED_INSTRUCTION}"})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return f"Question: {question}\n{BOXED_INSTRUCTION}\nAnswer:"
+    prefix = f"{system_prompt}\n\n" if system_prompt else ""
+    return f"{prefix}Question: {question}\n{BOXED_INSTRUCTION}\nAnswer:"
 
 
 def load_tokenizer(name_or_path):
@@ -135,10 +140,14 @@ def _pick(row, keys, override):
     return None
 
 
-def load_rows(name, split="train", data_dir=None, question_key=None, answer_key=None, limit=None):
+def load_rows(name, split="train", data_dir=None, question_key=None, answer_key=None, limit=None,
+              keep_columns=False, require_gold=True):
     """Rows of a dataset as [{"id": str, "question": str, "gold": str}], the first `limit` usable ones.
     `name` is a short name from DATASETS, "tiny" (tiny.tiny_rows: split "train", "val" or "test"),
-    or a path to a .jsonl file (`split` ignored)."""
+    or a path to a .jsonl file (`split` ignored).
+    keep_columns: every other column of the row stays too (a reward plug-in reads tests or metadata; off by
+    default because DeepMath's three long solutions per row would cost gigabytes for nothing).
+    require_gold=False keeps rows without a usable gold (gold None): a plug-in reward may not need one."""
     if name == "tiny":  # the offline world builds its own rows, golds already strings
         from tiny import tiny_rows
         return tiny_rows(split, n=limit)
@@ -171,10 +180,12 @@ def load_rows(name, split="train", data_dir=None, question_key=None, answer_key=
     for i, r in enumerate(raw):
         question, raw_gold = _pick(r, QUESTION_KEYS, question_key), _pick(r, ANSWER_KEYS, answer_key)
         gold = None if raw_gold is None else gold_answer(raw_gold)
-        if gold is None or not isinstance(question, str) or not question.strip():
+        if (gold is None and require_gold) or not isinstance(question, str) or not question.strip():
             skipped += 1
             continue
-        rows.append({"id": str(r[id_key]) if id_key else str(i), "question": question, "gold": gold})
+        row = dict(r) if keep_columns else {}
+        row.update(id=str(r[id_key]) if id_key else str(i), question=question, gold=gold)
+        rows.append(row)
         if limit is not None and len(rows) >= limit:
             break
     if skipped:
