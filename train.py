@@ -280,7 +280,8 @@ def config_argv(ap, config, source="--config"):
             near = difflib.get_close_matches(key, actions, n=1)
             raise ValueError(f"{source}: unknown key {key!r}; it is not a train.py flag"
                              + (f" (did you mean {near[0]!r}?)" if near else "") + "; see train.py --help")
-        flag = max(act.option_strings, key=len)
+        flag = next((o for o in act.option_strings if o.startswith("--") and not o.startswith("--no-")),
+                    act.option_strings[-1])
         if value is None:
             continue
         if isinstance(act, argparse.BooleanOptionalAction):
