@@ -20,7 +20,9 @@ Choices:
   the settings a resume checks, like --batch-size).
   The checkpoint's own sampling defaults (top_k, repetition_penalty, temperature, ...) never apply
   (grpo.generate swaps them out; only its EOS ids count): the numbers depend on the flags alone.
-- Grading: reward.grade. A completion that hits --max-new-tokens without EOS counts as no_answer,
+- Grading: reward.grade, or with --reward a plug-in (plugins.py; records then carry the weighted reward,
+  each function's reward in `rewards` and `passed`; accuracy is the pass rate and mean_reward the mean
+  reward). A completion that hits --max-new-tokens without EOS counts as no_answer,
   as in training. no_answer is reported apart from wrong: it separates "can't format" from "can't solve".
 - Metrics per benchmark: accuracy = avg@n (mean reward over all samples; with --n 1 and
   temperature 0 this is greedy pass@1); with --n > 1 also the unbiased pass@k for k in {1, n}

@@ -293,3 +293,19 @@ def test_eval_with_a_plugin_reward(world, tmp_path):
     assert all(r["reward"] == pytest.approx(0.5 * r["rewards"][0] + r["rewards"][1]) for r in recs)
     assert m["accuracy"] == pytest.approx(sum(r["status"] == "correct" for r in recs) / len(recs))
     assert math.isfinite(m["mean_reward"])
+
+
+def test_compare_refuses_its_own_flags_in_train_args_and_their_config(tmp_path):
+    import compare
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"lr": 1e-5, "max_new_tokens": 64}))
+    with pytest.raises(SystemExit, match=r"lr \(in the --config file\)"):
+        compare.main(["--model", "m", "--train-args", f"--config {cfg}"])
+    with pytest.raises(SystemExit, match="--reward"):
+        compare.main(["--model", "m", "--train-args", "--reward math"])
+    p = dict(method="geora", dir=str(tmp_path), settings=dict(eval=dict(
+        model="m", adapter=None, benchmarks=["gsm8k"], data_dir=None, n=1, temperature=0.0, top_p=1.0,
+        max_new_tokens=8, limit=None, seed=0, reward=f"{FORMAT},math", reward_weights="0.1,1", chat_template=False)))
+    cmd = compare.eval_job(p, "x", types.SimpleNamespace(eval_batch_size=4))["cmd"]
+    assert cmd[cmd.index("--reward") + 1] == f"{FORMAT},math" and "--no-chat-template" in cmd
+    assert cmd[cmd.index("--reward-weights") + 1] == "0.1,1"

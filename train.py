@@ -19,6 +19,10 @@ Outputs in --out: metrics.jsonl (one line per step, plus eval lines), ckpt-STEP/
 checkpoint: adapter or weights, optimizer, RNG states, data cursor; OUT/latest names it),
 and at the end the final adapter (geora_adapter.safetensors, what eval.py --adapter OUT reads), a
 standard PEFT LoRA in OUT/peft/, and with --merge a merged model in OUT/merged/ (save_pretrained).
+Also config.json (every resolved setting, readable by --config), with --log-completions N
+completions.jsonl, with --save-peft-every K peft-STEP/ exports, with --tensorboard tensorboard/;
+--keep-checkpoints N keeps the last N ckpt-STEP/. docs/training.md documents these flags, the reward
+plug-in contract (--reward MODULE:FUNCTION, plugins.py) and every metrics key beside its TRL / verl name.
 
 Defaults, in order of precedence: explicit flags > --preset > the world's defaults > the rest.
 - Without --model (or with --dataset tiny) the defaults are the tiny world's (tiny.py: a
@@ -74,6 +78,11 @@ Choices and simplifications:
 - dr-grpo aggregation also drops the std scaling of the advantages (Dr. GRPO's two changes).
 - Truncated completions (no EOS within --max-new-tokens) are graded no_answer (reward 0), so
   the policy cannot earn reward by rambling past the budget.
+- Rewards go through plugins.Reward whatever --reward says (the built-in `math` is reward.grade, as
+  before). A reward function that raises or returns something invalid stops the run (SystemExit naming
+  the function and row) after checkpointing the completed steps: the failing step has not updated
+  anything, rewards come before the loss. --config files become flags placed before the command line's,
+  so argparse checks them as flags and an explicit flag (parsed later) wins.
 - Several processes (torchrun): each rank takes its share of the step's prompts, gradients are
   summed with one all-reduce per step (a flat buffer of the trainable tensors, after local
   accumulation: what DistributedDataParallel with no_sync does, but ranks may skip different
