@@ -197,8 +197,7 @@ def test_extra_columns_and_rows_without_gold_reach_the_function(world, tmp_path,
 def test_config_file_yaml_json_explicit_flags_win_and_unknown_keys(world, tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("prompts-per-step: 2\nsteps: 3\ngroup_size: 4\nreward: [math]\ngradient_checkpointing: false\n")
-    args = train.parse_args(_args(world, tmp_path, "--config", str(y), "--steps", "5")[:0]
-                            + ["--config", str(y), *_args(world, tmp_path, "--steps", "5")])
+    args = train.parse_args(["--config", str(y), *_args(world, tmp_path, "--steps", "5")])
     assert (args.steps, args.group_size, args.reward) == (5, 8, "math")   # _args passes --group-size 8: it wins
     only = train.parse_args(["--model", str(world / "model"), "--config", str(y)])
     assert (only.prompts_per_step, only.steps, only.group_size) == (2, 3, 4)
