@@ -105,9 +105,10 @@ DEFAULT_HOLDOUT = 500
 # train.py flags compare.py sets for every run: --train-args may not pass them
 OWN_FLAGS = ("--model", "--method", "--init", "--lr", "--seed", "--out", "--dataset", "--data-dir", "--preset",
              "--steps", "--holdout", "--eval-size", "--eval-every", "--eval-dataset", "--merge", "--log-kl",
-             "--resume")
+             "--resume", "--reward", "--reward-weights")
 # resolved train.py settings that change speed or memory, never results: not compared on a rerun
-RUNTIME_KEYS = ("micro_batch", "micro_batch_tokens", "rollout_batch", "gradient_checkpointing", "device", "wandb", "resume")
+RUNTIME_KEYS = ("micro_batch", "micro_batch_tokens", "kl_every", "rollout_batch", "gradient_checkpointing", "device", "wandb", "resume", "config",
+                "wandb_name", "wandb_entity", "tensorboard", "log_completions", "keep_checkpoints", "save_peft_every")
 # results.csv columns besides the benchmarks: a benchmark may not take one of these names
 RUN_KEYS = ("method", "lr", "seed", "factor", "in_domain", "holdout_acc0", "holdout_acc", "kl", "s_head",
             "rel_update", "trainable", "s_per_step", "peak_mem_gb", "peak_mem_source", "train_wall_s")
@@ -125,6 +126,20 @@ def run_args(method, lr, seed, steps, eval_every, out, base):
     if method == "full":
         a += ["--log-kl"]
     return a
+
+
+def reward_flags(args):
+    """--reward / --reward-weights, passed to every train.py run and every eval.py call alike."""
+    return [*(["--reward", args.reward] if args.reward else []),
+            *(["--reward-weights", args.reward_weights] if args.reward_weights else [])]
+
+
+def config_keys(train_args):
+    """The keys of a --config FILE named in --train-args (compare.py checks them against its own flags)."""
+    import train
+    toks = shlex.split(train_args or "")
+    path = train._config_flag(toks)
+    return [] if path is None else list(train.read_config(path))
 
 
 def worker(out, argv):
@@ -420,7 +435,7 @@ def tiny_main(args):
             for f in rates:
                 lr = float(f"{f * train.DEFAULT_LR['geora' if m.startswith('geora') else m]:g}")
                 d = os.path.join(runs, f"{m}-lr{lr:g}-s{seed}")
-                argv = run_args(m, lr, seed, args.steps, args.eval_every, d, base)
+                argv = run_args(m, lr, seed, args.steps, args.eval_every, d, base) + reward_flags(args)
                 plan.append(dict(method=m, lr=lr, seed=seed, dir=d, argv=argv, settings=dict(
                     method=m, lr=lr, seed=seed, train_argv=argv, train=resolve_train(argv))))
     check_settings(plan)
@@ -487,15 +502,22 @@ def real_plan(args):
     common += ["--preset", args.preset] if args.preset else []
     common += ["--steps", str(args.steps)] if args.steps else []
     common += ["--holdout", str(args.holdout), "--eval-size", str(args.holdout)]
+    common += reward_flags(args)
     probe = resolve_train(common)
     eval_every = args.eval_every or probe["steps"]
     max_new = args.eval_max_new_tokens or probe["max_new_tokens"]
     benches = [*args.eval_benchmarks, *args.eval_extra]
 
     def eval_settings(model, adapter):
-        return dict(model=model, adapter=adapter, benchmarks=benches, data_dir=args.data_dir, n=args.eval_n,
-                    temperature=args.eval_temperature, top_p=args.eval_top_p, max_new_tokens=max_new,
-                    limit=args.eval_limit, seed=0)
+        e = dict(model=model, adapter=adapter, benchmarks=benches, data_dir=args.data_dir, n=args.eval_n,
+                 temperature=args.eval_temperature, top_p=args.eval_top_p, max_new_tokens=max_new,
+                 limit=args.eval_limit, seed=0)
+        # the run's prompt and reward, as train.py resolved them (only when set: older settings.json still match)
+        e.update({k: v for k, v in (("reward", probe.get("reward")), ("reward_weights", probe.get("reward_weights")),
+                                    ("system_prompt", probe.get("system_prompt")),
+                                    ("chat_template", None if probe.get("chat_template", True) else False))
+                  if v is not None})
+        return e
 
     plan = []
     for seed in seeds:  # seeds outermost: a partial sweep covers every method
@@ -548,6 +570,10 @@ def eval_job(p, name, args):
            "--temperature", repr(e["temperature"]), "--top-p", repr(e["top_p"]),
            "--max-new-tokens", str(e["max_new_tokens"]), "--batch-size", str(args.eval_batch_size),
            *(["--limit", str(e["limit"])] if e["limit"] else []), "--seed", str(e["seed"]),
+           *(["--reward", e["reward"]] if e.get("reward") else []),
+           *(["--reward-weights", e["reward_weights"]] if e.get("reward_weights") else []),
+           *(["--system-prompt", e["system_prompt"]] if e.get("system_prompt") is not None else []),
+           *(["--no-chat-template"] if e.get("chat_template") is False else []),
            "--out", os.path.join(p["dir"], "eval")]
     trained = (lambda: True) if p["method"] == "base" else \
         (lambda: os.path.exists(os.path.join(p["dir"], "run.json")))
@@ -782,6 +808,11 @@ def check_real_args(args):
     # (no other train.py flag is a prefix of one of ours, so nothing legitimate is caught)
     own = [t for t in shlex.split(args.train_args or "") if t.startswith("--") and len(t.split("=")[0]) > 2
            and any(f.startswith(t.split("=")[0]) for f in OWN_FLAGS)]
+    try:  # a --config named there may not set them either
+        own += [f"{k} (in the --config file)" for k in config_keys(args.train_args)
+                if "--" + k.replace("_", "-") in OWN_FLAGS]
+    except ValueError as e:
+        raise SystemExit(f"error: --train-args: {e}") from None
     if own:
         raise SystemExit(f"error: --train-args may not set {', '.join(own)}: compare.py sets it for every run "
                          f"(use compare.py's own flags: --model, --dataset, --data-dir, --preset, --steps, "
@@ -851,6 +882,8 @@ def main(argv=None):
     g.add_argument("--eval-max-new-tokens", type=int, default=None, help="default: the training budget")
     g.add_argument("--eval-limit", type=int, default=None, help="first N problems of each benchmark (smoke runs)")
     g.add_argument("--eval-batch-size", type=int, default=32, help="eval.py --batch-size (speed only)")
+    a("--reward", default=None, metavar="MODULE:FUNCTION", help="train.py/eval.py --reward for every run")
+    a("--reward-weights", default=None, help="train.py/eval.py --reward-weights for every run")
     args = ap.parse_args(argv)
     if args.model is None:
         given = [f"--{k.replace('_', '-')}" for k in REAL_ONLY if getattr(args, k) is not None]

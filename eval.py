@@ -20,7 +20,9 @@ Choices:
   the settings a resume checks, like --batch-size).
   The checkpoint's own sampling defaults (top_k, repetition_penalty, temperature, ...) never apply
   (grpo.generate swaps them out; only its EOS ids count): the numbers depend on the flags alone.
-- Grading: reward.grade. A completion that hits --max-new-tokens without EOS counts as no_answer,
+- Grading: reward.grade, or with --reward a plug-in (plugins.py; records then carry the weighted reward,
+  each function's reward in `rewards` and `passed`; accuracy is the pass rate and mean_reward the mean
+  reward). A completion that hits --max-new-tokens without EOS counts as no_answer,
   as in training. no_answer is reported apart from wrong: it separates "can't format" from "can't solve".
 - Metrics per benchmark: accuracy = avg@n (mean reward over all samples; with --n 1 and
   temperature 0 this is greedy pass@1); with --n > 1 also the unbiased pass@k for k in {1, n}
@@ -51,6 +53,7 @@ from tqdm import tqdm
 
 import geora
 import grpo
+import plugins
 import rollout
 from data import format_prompt, load_rows, load_tokenizer
 from reward import grade
@@ -77,9 +80,11 @@ def summarize(records, n):
     for r in records:
         by_id.setdefault(r["id"], []).append(r)
     assert by_id and all(len(rs) == n for rs in by_id.values()), "every problem needs n samples"
-    correct = [sum(r["reward"] for r in rs) for rs in by_id.values()]
+    # a pass: the built-in reward's 1.0; a plug-in's record says (plugins.Reward.passed)
+    correct = [sum(r.get("passed", r["reward"]) for r in rs) for rs in by_id.values()]
     m = {"problems": len(by_id), "n": n,
          "accuracy": sum(c / n for c in correct) / len(by_id),                  # avg@n
+         "mean_reward": sum(r["reward"] for r in records) / len(records),
          "no_answer": sum(r["status"] == "no_answer" for r in records) / len(records),
          "truncated": sum(r["truncated"] for r in records) / len(records),
          "mean_tokens": sum(r["tokens"] for r in records) / len(records),
@@ -177,11 +182,13 @@ def load_model(model_path, adapter=None, device="cpu", dtype=torch.float32):
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate(model, tokenizer, rows, path, n=1, temperature=0.0, top_p=1.0, max_new_tokens=1024,
-             batch_size=32, seed=0, desc="", engine="eager"):
+             batch_size=32, seed=0, desc="", engine="eager", reward_fn=None, system_prompt=None, chat_template=True):
     """Generate n completions per row, grade them, append a line per (row, sample) to `path`.
-    Lines already in `path` are reused, not regenerated. Returns (records of `rows`, generated now)."""
+    Lines already in `path` are reused, not regenerated. Returns (records of `rows`, generated now).
+    reward_fn: a plugins.Reward (None or the built-in: reward.grade, with the extracted answer recorded)."""
     done = read_results(path)
-    prompts = [format_prompt(tokenizer, r["question"]) for r in rows]
+    plug = reward_fn if reward_fn is not None and not reward_fn.is_builtin else None
+    prompts = [format_prompt(tokenizer, r["question"], system_prompt, chat_template) for r in rows]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]   # as grpo.generate
     todo = [(i, s) for i in range(len(rows)) for s in range(n) if (rows[i]["id"], s) not in done]
     todo.sort(key=lambda t: -len(prompt_ids[t[0]]))
@@ -197,13 +204,21 @@ def evaluate(model, tokenizer, rows, path, n=1, temperature=0.0, top_p=1.0, max_
                            keys=[grpo.sample_key(seed, zlib.crc32(rows[i]["id"].encode()), s) for i, s in chunk])
             texts, tokens, truncated = r["texts"], r["mask"].sum(1).long().tolist(), r["truncated"].tolist()
             dt = time.time() - t0
-            for (i, s), text, ntok, trunc in zip(chunk, texts, tokens, truncated):
-                g = grade(text, rows[i]["gold"])
-                status = "no_answer" if trunc else g.status   # cut off mid-answer: as in training
+            # one call per chunk; a raising plug-in stops here, every earlier chunk already on disk
+            scores = plug(texts, [rows[i] for i, _ in chunk], truncated) if plug else [None] * len(chunk)
+            for (i, s), text, ntok, trunc, sc in zip(chunk, texts, tokens, truncated, scores):
+                if sc is None:
+                    g = grade(text, rows[i]["gold"])
+                    status = "no_answer" if trunc else g.status   # cut off mid-answer: as in training
+                    extracted, score = g.extracted, 1.0 if status == "correct" else 0.0
+                else:
+                    status, extracted, score = sc.status, None, sc.reward
                 rec = {"id": rows[i]["id"], "sample": s, "prompt": prompts[i], "completion": text,
-                       "extracted": g.extracted, "gold": rows[i]["gold"], "status": status,
-                       "reward": 1.0 if status == "correct" else 0.0, "tokens": int(ntok),
+                       "extracted": extracted, "gold": rows[i]["gold"], "status": status,
+                       "reward": score, "tokens": int(ntok),
                        "truncated": bool(trunc), "seconds": dt / len(chunk)}
+                if sc is not None:
+                    rec.update(passed=float(plug.passed(sc)), rewards=list(sc.parts))
                 done[(rec["id"], s)] = rec
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             f.flush()
@@ -214,13 +229,15 @@ def evaluate(model, tokenizer, rows, path, n=1, temperature=0.0, top_p=1.0, max_
     return [done[(r["id"], s)] for r in rows for s in range(n)], len(todo)
 
 
-def benchmark_rows(name, data_dir=None, question_key=None, answer_key=None, limit=None):
+def benchmark_rows(name, data_dir=None, question_key=None, answer_key=None, limit=None, plugin=False):
     """Test rows of a benchmark: "tiny" / "tiny-FAMILY" from tiny.py (the tiny world and its out-of-domain
-    families), everything else through data.load_rows."""
+    families), everything else through data.load_rows. plugin: keep every column and rows without a gold (a
+    --reward plug-in reads them)."""
     if name == "tiny" or name.startswith("tiny-"):
         from tiny import tiny_rows
         return tiny_rows("test", n=limit, **({"family": name[len("tiny-"):]} if name != "tiny" else {}))
-    return load_rows(name, "test", data_dir, question_key, answer_key, limit)
+    return load_rows(name, "test", data_dir, question_key, answer_key, limit,
+                     **(dict(keep_columns=True, require_gold=False) if plugin else {}))
 
 
 def run(tag, model_path, adapter, benchmarks, out, args):
@@ -229,6 +246,11 @@ def run(tag, model_path, adapter, benchmarks, out, args):
               "adapter_fingerprint": fingerprint(adapter, ADAPTER_FILES), "n": args.n,
               "temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
               "seed": args.seed, "dtype": str(args.dtype)}
+    # issue 20's settings only when set, so that earlier evaluations' config.json still match
+    config.update({k: v for k, v in (("reward", args.reward), ("reward_weights", args.reward_weights),
+                                      ("system_prompt", args.system_prompt),
+                                      ("chat_template", None if args.chat_template else False)) if v is not None})
+    reward_fn = plugins.load_reward(args.reward, args.reward_weights)
     if out is None:
         h = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
         out = os.path.join("out", "eval", f"{tag}-{h}")
@@ -240,8 +262,8 @@ def run(tag, model_path, adapter, benchmarks, out, args):
             raise ValueError(f"{out} holds an evaluation with other settings ({', '.join(diff)} differ): "
                              f"pass another --out, or delete {out} to start over")
     # data before the model: a missing benchmark should not cost a multi-minute model load first
-    bench_rows = {name: benchmark_rows(name, args.data_dir, args.question_key, args.answer_key, args.limit)
-                  for name in benchmarks}
+    bench_rows = {name: benchmark_rows(name, args.data_dir, args.question_key, args.answer_key, args.limit,
+                                       plugin=not reward_fn.is_builtin) for name in benchmarks}
     os.makedirs(out, exist_ok=True)
     atomic_json(cfg_path, config)
     model, tokenizer = load_model(model_path, adapter, args.device, args.dtype)
@@ -254,7 +276,9 @@ def run(tag, model_path, adapter, benchmarks, out, args):
         stem = os.path.basename(name)[:-len(".jsonl")] if name.endswith(".jsonl") else name
         records, fresh = evaluate(model, tokenizer, rows, os.path.join(out, f"{stem}.jsonl"), args.n,
                                   args.temperature, args.top_p, args.max_new_tokens, args.batch_size,
-                                  args.seed, desc=f"{tag} {stem}", engine=args.rollout_engine)
+                                  args.seed, desc=f"{tag} {stem}", engine=args.rollout_engine,
+                                  reward_fn=reward_fn, system_prompt=args.system_prompt,
+                                  chat_template=args.chat_template)
         summary["benchmarks"][stem] = done_now[stem] = dict(summarize(records, args.n), generated=fresh)
         atomic_json(summary_path, summary)
     return dict(summary, benchmarks=done_now)
@@ -298,7 +322,14 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                     help="auto: bf16 on CUDA, fp32 otherwise")
+    ap.add_argument("--reward", default=None, metavar="MODULE:FUNCTION",
+                    help="reward plug-in(s), as train.py --reward (default: reward.grade on the gold)")
+    ap.add_argument("--reward-weights", default=None, help="one weight per --reward function (default 1 each)")
+    ap.add_argument("--system-prompt", default=None, help="a system turn before every prompt, as train.py's")
+    ap.add_argument("--no-chat-template", dest="chat_template", action="store_false",
+                    help="plain 'Question: ... Answer:' prompts, as train.py --no-chat-template")
     args = ap.parse_args(argv)
+    plugins.load_reward(args.reward, args.reward_weights)   # a bad --reward fails before any model loads
     if args.rollout_engine is None:
         args.rollout_engine = "compiled" if args.device.startswith("cuda") else "eager"
     if args.n < 1 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):

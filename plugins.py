@@ -23,7 +23,8 @@ Choices:
 - Validation after every call: a list (or tuple) with one entry per completion, each a finite real
   number or a (number, status) pair. Anything else, or an exception raised inside the function, is a
   RewardError naming the function and (for an exception) the first row of the failing call; train.py
-  stops on it only after the last checkpoint is safe (see its docstring). We never catch and zero a
+  stops on it only after the last checkpoint is safe (see its docstring). To name the failing row, a
+  raising function is called again on each row of the batch alone (the first 64). We never catch and zero a
   failing reward: a silently-zero reward trains on nothing and looks like a hard task.
 - Truncated completions (no EOS within the budget) are never passed to a function: they score 0 with
   status no_answer, as the built-in reward always did (the policy cannot earn reward by rambling).
@@ -32,7 +33,6 @@ Choices:
 """
 import importlib
 import importlib.util
-import json
 import math
 import os
 import sys
@@ -221,6 +221,3 @@ def load_reward(specs=None, weights=None):
     return Reward(items, parse_weights(weights, len(items)))
 
 
-def jsonable(row):
-    """A row with only JSON values (hub rows may hold other types), for logs."""
-    return json.loads(json.dumps(row, default=str))

@@ -18,6 +18,9 @@ geora.py's geometry report go to OUT/metrics.jsonl.
 Outputs in --out: metrics.jsonl, ckpt-STEP/ (adapter or weights, optimizer, RNG states, data cursor;
 OUT/latest names it), and at the end the adapter (geora_adapter.safetensors: eval.py --adapter OUT), a
 PEFT LoRA in OUT/peft/ and, with --merge, a merged model in OUT/merged/.
+Also config.json (every resolved setting, readable by --config), with --log-completions N
+completions.jsonl, with --save-peft-every K peft-STEP/ exports, with --tensorboard tensorboard/;
+--keep-checkpoints N keeps the last N ckpt-STEP/ (docs/training.md: every flag and metrics key).
 
 Defaults: explicit flags > --preset > the world's defaults (DEFAULTS without --model: the tiny world of
 tiny.py, shipped in tiny-base/, on one CPU thread; LLM_DEFAULTS with --model: GSM8K) > COMMON. The
@@ -39,6 +42,11 @@ Choices, each explained where the code makes it:
 - memory is estimated before the model loads and picks --rollout-batch (plan_memory, memory.py);
 - bf16 autocast on CUDA with the adapter branch in fp32; fp32 on CPU (main, load_model);
 - a fresh run into an --out with another run's checkpoints removes them (metrics_writer);
+- rewards go through plugins.Reward (the built-in `math` is reward.grade); a reward function that raises or
+  returns something invalid stops the run after checkpointing the completed steps (main);
+- --config files become flags placed before the command line's, so an explicit flag wins (parse_args);
+- scoring is packed into --micro-batch-tokens micro-batches, the reference pass every --kl-every steps at
+  --beta 0 (accumulate_gradients, kl_step; docs/update.md);
 - --fsdp: FSDP2 per decoder layer, then the root (the "sharding" section below).
 """
 
@@ -62,6 +70,7 @@ from tqdm import tqdm
 import geora
 import grpo
 import memory
+import plugins
 import rollout as rollout_engine
 from data import format_prompt, load_rows, load_tokenizer
 from reward import grade
@@ -160,10 +169,98 @@ def parse_args(argv=None):
     a("--fsdp", action="store_true", help="shard the model over the torchrun processes (FSDP2)")
     a("--merge", action="store_true", help="also save the merged model to OUT/merged")
     a("--wandb", default=None, metavar="PROJECT", help="log to Weights & Biases (optional)")
+    a("--wandb-name", default=None, help="W&B run name (default: W&B's own)")
+    a("--wandb-entity", default=None, help="W&B entity (team or user)")
+    a("--tensorboard", action="store_true", help="also write TensorBoard scalars to OUT/tensorboard")
+    # issue 20: rewards, logs, configs, checkpoints, prompts (docs/training.md)
+    a("--config", default=None, metavar="FILE", help="YAML or JSON of flags (keys as in --help, - or _); "
+                                                     "explicit flags win")
+    a("--reward", default=None, metavar="MODULE:FUNCTION",
+      help="reward function(s), comma-separated: a dotted module or a .py path, ':', the function; 'math' is "
+           "the built-in (default: reward.grade on the gold)")
+    a("--reward-weights", default=None, help="comma-separated weights, one per --reward function (default 1 each)")
+    a("--log-completions", type=int, default=0, metavar="N", help="N sampled completions per step to "
+                                                                  "OUT/completions.jsonl (and a W&B table)")
+    a("--keep-checkpoints", type=int, default=1, metavar="N", help="keep the last N ckpt-STEP directories")
+    a("--save-peft-every", type=int, default=0, metavar="K",
+      help="every K steps write a PEFT export to OUT/peft-STEP (eval.py --adapter reads it; 0: only the final)")
+    a("--system-prompt", default=None, help="a system turn before every prompt (default none: the chat "
+                                            "template's own default, if any, applies)")
+    a("--no-chat-template", dest="chat_template", action="store_false",
+      help="plain 'Question: ... Answer:' prompts even when the tokenizer has a chat template (base models)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    config = _config_flag(argv)
+    if config is not None:  # the file's flags first, so every explicit flag (a later occurrence) wins
+        argv = config_argv(ap, read_config(config)) + argv
     args = ap.parse_args(argv)
     resolve_defaults(args)
     check_args(args)
     return args
+
+
+def _config_flag(argv):
+    """The value of --config in argv (None without one); argparse's own parse comes later."""
+    for i, t in enumerate(argv):
+        if t == "--config":
+            if i + 1 >= len(argv):
+                raise ValueError("--config needs a FILE (YAML or JSON)")
+            return argv[i + 1]
+        if t.startswith("--config="):
+            return t.split("=", 1)[1]
+    return None
+
+
+def read_config(path):
+    """A --config file as {flag_name_with_underscores: value}. YAML (.yaml / .yml) or JSON (anything else)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--config {path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml   # PyYAML: a transformers dependency, so always present beside it
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:
+        raise ValueError(f"--config {path} could not be parsed: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a mapping of flag names to values, got {type(data).__name__}")
+    return {str(k).lstrip("-").replace("-", "_"): v for k, v in data.items()}
+
+
+def config_argv(ap, config, source="--config"):
+    """Config values as command-line tokens, so argparse checks types and choices exactly as for flags
+    (and a later explicit flag wins, being parsed after). An unknown key is an error naming it."""
+    actions = {a.dest: a for a in ap._actions if a.option_strings}
+    out = []
+    for key, value in config.items():
+        act = actions.get(key)
+        if act is None or key in ("config", "help"):
+            import difflib
+            near = difflib.get_close_matches(key, actions, n=1)
+            raise ValueError(f"{source}: unknown key {key!r}; it is not a train.py flag"
+                             + (f" (did you mean {near[0]!r}?)" if near else "") + "; see train.py --help")
+        flag = next((o for o in act.option_strings if o.startswith("--") and not o.startswith("--no-")),
+                    act.option_strings[-1])
+        if value is None:
+            continue
+        if isinstance(act, argparse.BooleanOptionalAction):
+            out.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(act, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{source}: {key} takes true or false, got {value!r}")
+            if value == isinstance(act, argparse._StoreTrueAction):  # store_false (--no-chat-template): false sets it
+                out.append(flag)
+        else:
+            if isinstance(value, (list, tuple)):
+                value = ",".join(str(v) for v in value)   # --reward / --reward-weights as YAML lists
+            elif isinstance(value, bool):
+                raise ValueError(f"{source}: {key} takes a value, got {value!r}")
+            out += [flag, str(value)]
+    return out
 
 
 def resolve_defaults(args):
@@ -210,6 +307,29 @@ def check_args(args):
         raise ValueError("--holdout, --weight-decay, --beta and --eval-size must be >= 0")
     if not args.lr > 0 or args.temperature <= 0:
         raise ValueError("--lr and --temperature must be > 0")
+    if args.log_completions < 0 or args.keep_checkpoints < 1 or args.save_peft_every < 0:
+        raise ValueError("--log-completions and --save-peft-every must be >= 0, --keep-checkpoints >= 1")
+    if args.save_peft_every and args.method == "full":
+        raise ValueError("--save-peft-every exports adapters; full fine-tuning has none (use --merge, or "
+                         "--keep-checkpoints N to keep the weights of several steps)")
+    reward_of(args)   # a bad --reward / --reward-weights fails here, before any model loads
+
+
+@functools.lru_cache(maxsize=4)
+def _load_reward(specs, weights):
+    return plugins.load_reward(specs, weights)
+
+
+def reward_of(args):
+    """The run's reward (plugins.Reward), loaded once per setting."""
+    specs, weights = args.reward, args.reward_weights
+    return _load_reward(specs if specs is None else ",".join(plugins.split_specs(specs)), weights)
+
+
+def prompt_of(tokenizer, row, args):
+    """The prompt of a row with this run's --system-prompt / --no-chat-template."""
+    return format_prompt(tokenizer, row["question"], getattr(args, "system_prompt", None),
+                         getattr(args, "chat_template", True))
 
 
 # ----------------------------------------------------------------------------- setup
@@ -295,9 +415,11 @@ def load_data(args, tokenizer, context, quiet=False):
         for fam in tiny.FAMILIES[1:]:
             evals[f"tiny-{fam}"] = tiny.tiny_rows("test", args.eval_size, family=fam)
     else:
+        # a plug-in reward reads every column and may need no gold; the built-in one needs the gold only
+        plug = dict(keep_columns=True, require_gold=False) if not reward_of(args).is_builtin else {}
         with _quiet(quiet):
             train = load_rows(args.dataset, "train", data_dir=args.data_dir, question_key=args.question_key,
-                              answer_key=args.answer_key)
+                              answer_key=args.answer_key, **plug)
         evals = {}
         if args.holdout:
             if args.holdout >= len(train):
@@ -309,13 +431,13 @@ def load_data(args, tokenizer, context, quiet=False):
         name, split = (args.eval_dataset, "test") if args.eval_dataset else EVAL_SETS.get(args.dataset, (None, None))
         if name is not None and args.eval_size and not (args.holdout and not args.eval_dataset):
             with _quiet(quiet):
-                evals["eval"] = load_rows(name, split, data_dir=args.data_dir, limit=args.eval_size)
+                evals["eval"] = load_rows(name, split, data_dir=args.data_dir, limit=args.eval_size, **plug)
         if "eval" not in evals and args.eval_size:
             say("no held-out set for this dataset: pass --eval-dataset NAME|PATH.jsonl (or --holdout N) "
                 "to get eval_acc")
     if args.eval_size == 0:
         evals = {}
-    train, dropped = _fitting(train, tokenizer, args.max_prompt_tokens)
+    train, dropped = _fitting(train, tokenizer, args.max_prompt_tokens, args)
     say(f"data: {args.dataset}: {len(train)} training prompts" + (f" ({args.holdout} held out)" if args.holdout else "")
         + f", {dropped} dropped as longer than --max-prompt-tokens {args.max_prompt_tokens}")
     if len(train) < args.prompts_per_step:
@@ -323,7 +445,7 @@ def load_data(args, tokenizer, context, quiet=False):
                          f"{args.prompts_per_step}: raise --max-prompt-tokens ({args.max_prompt_tokens}) "
                          f"or lower --prompts-per-step")
     for name in list(evals):
-        evals[name], dropped = _fitting(evals[name], tokenizer, args.max_prompt_tokens)
+        evals[name], dropped = _fitting(evals[name], tokenizer, args.max_prompt_tokens, args)
         if dropped:
             say(f"data: held-out {name}: {dropped} prompts dropped as longer than --max-prompt-tokens")
         if not evals[name]:
@@ -332,9 +454,9 @@ def load_data(args, tokenizer, context, quiet=False):
     return train, evals
 
 
-def _fitting(rows, tokenizer, limit):
+def _fitting(rows, tokenizer, limit, args=None):
     """(rows whose formatted prompt has <= limit tokens, number dropped)."""
-    ids = tokenizer([format_prompt(tokenizer, r["question"]) for r in rows], add_special_tokens=False)["input_ids"]
+    ids = tokenizer([prompt_of(tokenizer, r, args) for r in rows], add_special_tokens=False)["input_ids"]
     keep = [r for r, t in zip(rows, ids) if len(t) <= limit]
     return keep, len(rows) - len(keep)
 
@@ -498,7 +620,8 @@ def set_rng_state(s):
 
 def save_checkpoint(args, model, opt, state, rt):
     """OUT/ckpt-STEP written in a temp dir and renamed; then OUT/latest (renamed too) points at it;
-    then older checkpoints go. A crash at any point leaves the previous checkpoint loadable. Called by
+    then checkpoints older than the last --keep-checkpoints go. A crash at any point leaves the previous
+    checkpoint loadable. Called by
     every process: sharded full fine-tuning writes its shards with torch.distributed.checkpoint."""
     rngs = [None] * rt.world
     if rt.world > 1:
@@ -535,11 +658,25 @@ def save_checkpoint(args, model, opt, state, rt):
         with open(os.path.join(args.out, ".latest.tmp"), "w") as f:
             f.write(name)
         os.replace(os.path.join(args.out, ".latest.tmp"), os.path.join(args.out, "latest"))
-        for old in os.listdir(args.out):
-            if old.startswith("ckpt-") and old != name:
-                shutil.rmtree(os.path.join(args.out, old), ignore_errors=True)
+        ckpts = sorted(d for d in os.listdir(args.out) if d.startswith("ckpt-") and d != name)  # zero-padded steps
+        keep = max(getattr(args, "keep_checkpoints", 1), 1) - 1
+        for old in ckpts[:len(ckpts) - keep]:
+            shutil.rmtree(os.path.join(args.out, old), ignore_errors=True)
     if rt.world > 1:
         dist.barrier()
+
+
+def save_peft_step(args, model, step, rt):
+    """OUT/peft-STEP: a PEFT LoRA export of the adapter after `step` steps (eval.py --adapter reads it), written
+    in a temp dir and renamed; never pruned (a few MB each), so the best step can be picked afterwards."""
+    if not rt.master:
+        return
+    final = os.path.join(args.out, f"peft-{step:06d}")
+    tmp = os.path.join(args.out, f".tmp-peft-{step:06d}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    geora.export_peft(model, tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
 
 
 def load_trainer_state(args, model, opt, ckpt, rt, log):
@@ -580,7 +717,7 @@ def latest_checkpoint(out):
 # non-finite loss advises a lower --lr): load_trainer_state puts the new rate and decay into AdamW's restored groups.
 RESUME_KEYS = ("model", "method", "init", "mask", "rank", "rho", "alpha", "dataset", "question_key", "answer_key",
                "seed", "prompts_per_step", "group_size", "holdout", "beta", "clip_low", "clip_high", "agg",
-               "temperature", "max_new_tokens")
+               "temperature", "max_new_tokens", "reward", "reward_weights", "system_prompt", "chat_template")
 
 
 def read_checkpoint_state(args):
@@ -650,15 +787,31 @@ def evaluate(model, tokenizer, evals, args, rt):
         count = len(mine)
         if args.fsdp:
             mine = mine + [rows[0]] * (-(-len(rows) // rt.world) - len(mine))
-        prompts = [format_prompt(tokenizer, r["question"]) for r in mine]
+        prompts = [prompt_of(tokenizer, r, args) for r in mine]
+        fn, failed = reward_of(args), []
+        if fn.is_builtin:   # reward.grade on the gold, exactly as before plug-ins existed
+            golds, judge = [r["gold"] for r in mine], grade
+        else:               # a plug-in judges one (completion, row) at a time: grpo.evaluate's interface
+
+            def judge(text, row):
+                if not failed:  # a failure is kept, not raised: under FSDP the other ranks are in generate
+                    try:
+                        return argparse.Namespace(reward=float(fn.passed(fn([text], [row])[0])))
+                    except plugins.RewardError as e:
+                        failed.append(e)
+                return argparse.Namespace(reward=0.0)
+            golds = mine
         with rt.autocast, rollout_mode(model, rt), geora.frozen_factors(model):
-            acc, _ = grpo.evaluate(model, tokenizer, prompts, [r["gold"] for r in mine], grade,
+            acc, _ = grpo.evaluate(model, tokenizer, prompts, golds, judge,
                                    max_new_tokens=args.max_new_tokens, count=count,
                                    batch_size=eval_batch(args),
                                    synced_gpus=rt.synced_gpus, generate=sampler(args))
-        counts = torch.tensor([acc * count, count], dtype=torch.float64)
+        counts = torch.tensor([acc * count, count, float(bool(failed))], dtype=torch.float64)
         if rt.world > 1:
             dist.all_reduce(counts)
+        if counts[2]:
+            raise failed[0] if failed else plugins.RewardError("the reward function failed on another process "
+                                                               "(its message is in that process's output)")
         out[name] = float(counts[0] / counts[1])
     return out
 
@@ -683,7 +836,7 @@ def rollout(model, tokenizer, train_rows, args, step, rt):
     idx = prompt_indices(step, len(train_rows), args.prompts_per_step, args.seed)
     mine = list(range(rt.rank, len(idx), rt.world))                 # positions in the global step batch
     rows = [train_rows[idx[j]] for j in mine]
-    prompts = [format_prompt(tokenizer, r["question"]) for r in rows]
+    prompts = [prompt_of(tokenizer, r, args) for r in rows]
     keys = [grpo.sample_key(args.seed, step, j * G + g) for j in mine for g in range(G)]
     with rt.autocast, rollout_mode(model, rt), geora.frozen_factors(model):
         stats = {"stats": {}} if args.rollout_engine == "compiled" else {}   # compile time of shapes met now
@@ -691,10 +844,25 @@ def rollout(model, tokenizer, train_rows, args, step, rt):
                              max_new_tokens=args.max_new_tokens, keys=keys, batch_size=args.rollout_batch,
                              synced_gpus=rt.synced_gpus, **stats)
     roll["compile_s"] = stats["stats"].get("compile_s", 0.0) if stats else 0.0
-    results = [grade(text, rows[i // G]["gold"]) for i, text in enumerate(roll["texts"])]
     trunc = roll["truncated"].cpu().tolist()
-    roll["rewards"] = torch.tensor([0.0 if t else r.reward for r, t in zip(results, trunc)])
-    roll["no_answer"] = torch.tensor([1.0 if t or r.status == "no_answer" else 0.0 for r, t in zip(results, trunc)])
+    fn, error = reward_of(args), None
+    try:  # truncated completions score 0 / no_answer without a call (plugins.py)
+        scores = fn(roll["texts"], [rows[i // G] for i in range(len(roll["texts"]))], truncated=trunc)
+    except plugins.RewardError as e:
+        error, scores = e, None
+    if rt.world > 1:  # every rank stops together, before any collective of the step (none would return)
+        flag = torch.tensor([float(error is not None)], device=rt.device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and error is None:
+            error = plugins.RewardError("the reward function failed on another process (its message is in that "
+                                        "process's output)")
+    if error is not None:
+        raise error
+    roll["rewards"] = torch.tensor([sc.reward for sc in scores], dtype=torch.float32)
+    roll["no_answer"] = torch.tensor([1.0 if sc.status == "no_answer" else 0.0 for sc in scores])
+    roll["status"] = [sc.status for sc in scores]
+    roll["parts"] = torch.tensor([sc.parts for sc in scores], dtype=torch.float64).view(len(scores), -1)
+    roll["rows"], roll["prompts"] = rows, prompts
     roll["adv"] = grpo.group_advantages(roll["rewards"], G, scale=args.agg != "dr-grpo")   # (B,) B = prompts x G
     return roll
 
@@ -785,7 +953,9 @@ def train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step,
     roll = rollout(model, tokenizer, train_rows, args, step, rt)
     gen_s = time.time() - t0
     rewards, mask, G = roll["rewards"], roll["mask"], args.group_size
-    zero_std = (rewards.view(-1, G).std(1) == 0).float()
+    group_std = rewards.view(-1, G).std(1)                       # Bessel, as TRL's reward_std
+    zero_std = (group_std == 0).float()
+    lens = mask.sum(1)
 
     # normalisers of the whole step (all ranks), so micro-batching changes nothing
     sums = torch.tensor([mask.sum().item(), float(len(rewards))], dtype=torch.float64)
@@ -798,11 +968,13 @@ def train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step,
     acc = accumulate_gradients(model, ref_model, roll, args, denom, rt, step)
     stats = torch.tensor([rewards.sum(), roll["no_answer"].sum(), float(len(rewards)), zero_std.sum(),
                           float(len(zero_std)), mask.sum().item(), float(roll["truncated"].sum()), acc["loss"],
-                          acc["tok"], acc["clip"], acc["entropy"], acc["kl"], acc["signal"]], dtype=torch.float64)
+                          acc["tok"], acc["clip"], acc["entropy"], acc["kl"], acc["signal"], group_std.sum(),
+                          *roll["parts"].sum(0).tolist()], dtype=torch.float64)
     if rt.world > 1:
         dist.all_reduce(stats)
     (r_sum, na_sum, n, zs, n_groups, n_tok, n_trunc, loss_sum, tok, clip_sum, ent_sum, kl_sum,
-     signal) = stats.tolist()
+     signal, std_sum) = stats.tolist()[:14]
+    part_sums = stats.tolist()[14:]
 
     grad_norm = 0.0
     if signal > 0:  # no signal anywhere: no optimizer step (AdamW's moments would still move)
@@ -824,11 +996,11 @@ def train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step,
         opt.step()
     opt.zero_grad(set_to_none=True)
     train_s = time.time() - t1
-    peak = torch.tensor([acc["kl_max"], torch.cuda.max_memory_allocated(rt.device) / 1e9 if cuda else peak_rss_gb()],
-                        dtype=torch.float64)
+    peak = torch.tensor([acc["kl_max"], torch.cuda.max_memory_allocated(rt.device) / 1e9 if cuda else peak_rss_gb(),
+                         float(lens.max()), -float(lens.min())], dtype=torch.float64)
     if rt.world > 1:
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-    kl_max, mem_gb = peak.tolist()
+    kl_max, mem_gb, len_max, neg_len_min = peak.tolist()
     need_ref = kl_step(args, step)
     line = {"step": step + 1, "reward": r_sum / n, "no_answer": na_sum / n,
             "kl": kl_sum / tok if tok and need_ref else None, "kl_max": kl_max if tok and need_ref else None,
@@ -837,10 +1009,28 @@ def train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step,
             "clip_frac": clip_sum / tok if tok else 0.0, "loss": loss_sum, "lr": args.lr,
             "gen_s": round(gen_s, 3), "compile_s": round(roll["compile_s"], 3), "train_s": round(train_s, 3), "cpu_s": round(time.process_time() - c0, 3),
             "tokens_per_s": round(n_tok / max(gen_s + train_s, 1e-9), 1),
-            "gen_tokens_per_s": round(n_tok / max(gen_s, 1e-9), 1)}
+            "gen_tokens_per_s": round(n_tok / max(gen_s, 1e-9), 1),
+            "reward_std": std_sum / n_groups, "response_len_min": int(-neg_len_min), "response_len_max": int(len_max)}
+    fn = reward_of(args)
+    if len(fn.names) > 1:   # each function's own mean: TRL's rewards/<name>/mean
+        line.update({f"reward_{name}": v / n for name, v in zip(fn.names, part_sums)})
     if mem_gb:
         line["mem_gb"] = round(mem_gb, 3)
+    if rt.master and args.log_completions:
+        rt.completions = sample_completions(roll, args, step)
+    line["step_s"] = round(time.time() - t0, 3)   # the whole step: rollouts, rewards, loss, optimizer, reductions
     return line
+
+
+def sample_completions(roll, args, step):
+    """Up to --log-completions of rank 0's completions: the first of every group, then the second, ... so that N
+    smaller than the number of prompts still shows N different prompts."""
+    G, B = args.group_size, len(roll["texts"])
+    order = sorted(range(B), key=lambda i: (i % G, i // G))[:args.log_completions]
+    return [{"step": step + 1, "id": roll["rows"][i // G].get("id"), "sample": i % G,
+             "prompt": roll["prompts"][i // G], "completion": roll["texts"][i], "reward": float(roll["rewards"][i]),
+             "status": roll["status"][i], "advantage": float(roll["adv"][i]),
+             "truncated": bool(roll["truncated"][i])} for i in order]
 
 
 def reset_peak_rss():
@@ -868,7 +1058,7 @@ def plan_memory(args, config, train_rows, tokenizer, rt, log, evals=None):
     Fills --rollout-batch when it was not given. The held-out prompts count in the longest prompt: greedy
     evaluation decodes --rollout-batch of them at a time (decoding is per-step overhead: fewer, wider calls)."""
     rows = train_rows + [r for rs in (evals or {}).values() for r in rs]
-    longest = max(len(t) for t in tokenizer([format_prompt(tokenizer, r["question"]) for r in rows],
+    longest = max(len(t) for t in tokenizer([prompt_of(tokenizer, r, args) for r in rows],
                                               add_special_tokens=False)["input_ids"])
     if args.micro_batch_tokens is None:  # the tokens of the estimate's micro-batch: packing fits more rows in it
         args.micro_batch_tokens = args.micro_batch * (longest + args.max_new_tokens)
@@ -929,33 +1119,53 @@ def build_trainer(args, path, est, ckpt, rt, log):
     return model, ref_model, opt, params, init_s
 
 
-def metrics_writer(args, rt, start):
-    """write(line) appends to OUT/metrics.jsonl on rank 0 (and to wandb with --wandb). A fresh run starts
-    a fresh log; a resumed one first drops the lines written after its checkpoint."""
+def _trim_log(path, resume, start):
+    """A resumed run keeps the lines of steps <= start (a line cut off by a crash mid-write is dropped too);
+    a fresh run empties the log."""
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path) as f:
+        for l in f:
+            try:
+                if resume and json.loads(l)["step"] <= start:
+                    keep.append(l)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass
+    with open(path + ".tmp", "w") as f:
+        f.writelines(keep)
+    os.replace(path + ".tmp", path)
+
+
+def metrics_writer(args, rt, start, wandb_id=None):
+    """write(line) appends to OUT/metrics.jsonl on rank 0 (and to wandb with --wandb, TensorBoard with
+    --tensorboard). A fresh run starts a fresh log; a resumed one first drops the lines written after its
+    checkpoint. write.completions(records) appends to OUT/completions.jsonl (and a W&B table). write.wandb_id
+    is the W&B run's id (saved in every checkpoint, so that --resume continues the same W&B run)."""
     path = os.path.join(args.out, "metrics.jsonl")
-    wandb = None
+    cpath = os.path.join(args.out, "completions.jsonl")
+    wandb = tb = None
     if rt.master:
-        if os.path.exists(path):
-            keep = []
-            with open(path) as f:
-                for l in f:
-                    try:  # a line cut off by a crash mid-write is dropped
-                        if args.resume and json.loads(l)["step"] <= start:
-                            keep.append(l)
-                    except (json.JSONDecodeError, KeyError):
-                        pass
-            with open(path + ".tmp", "w") as f:
-                f.writelines(keep)
-            os.replace(path + ".tmp", path)
+        _trim_log(path, args.resume, start)
+        _trim_log(cpath, args.resume, start)
         if not args.resume:  # another run's checkpoints in this --out would be offered for a later --resume
             for old in os.listdir(args.out):
-                if old.startswith(("ckpt-", ".tmp-ckpt-")):
+                if old.startswith(("ckpt-", ".tmp-ckpt-", "peft-", ".tmp-peft-")):
                     shutil.rmtree(os.path.join(args.out, old), ignore_errors=True)
                 elif old in ("latest", ".latest.tmp"):
                     os.remove(os.path.join(args.out, old))
         if args.wandb:
             import wandb
-            wandb.init(project=args.wandb, config=vars(args))
+            # resume="allow": the saved id continues that run; a first start creates it under this id
+            wandb.init(project=args.wandb, entity=args.wandb_entity, name=args.wandb_name, config=vars(args),
+                       id=wandb_id or wandb.util.generate_id(), resume="allow")
+            wandb_id = wandb.run.id
+        if args.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ValueError(f"--tensorboard needs the tensorboard package (pip install tensorboard): {e}") from e
+            tb = SummaryWriter(os.path.join(args.out, "tensorboard"), purge_step=start + 1 if args.resume else None)
 
     def write(line):
         if rt.master:
@@ -963,7 +1173,26 @@ def metrics_writer(args, rt, start):
                 f.write(json.dumps(line) + "\n")
             if wandb:
                 wandb.log(line, step=line["step"])
-    write.finish = wandb.finish if wandb else (lambda: None)
+            if tb:  # scalars only (TensorBoard has no place for strings or nulls)
+                for k, v in line.items():
+                    if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                        tb.add_scalar(k, v, line["step"])
+
+    def completions(records):
+        if rt.master and records:
+            with open(cpath, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            if wandb:
+                cols = list(records[0])
+                wandb.log({"completions": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in records])},
+                          step=records[0]["step"])
+
+    def finish():
+        if tb:
+            tb.close()
+        if wandb:
+            wandb.finish()
+    write.completions, write.finish, write.wandb_id = completions, finish, wandb_id
     return write
 
 
@@ -1012,6 +1241,16 @@ def eval_line(model, tokenizer, evals, args, rt, step, write, ref_model=None):
     return line["eval_acc"]
 
 
+def save_resolved_config(args):
+    """OUT/config.json: the run's resolved settings (every flag, defaults filled), readable by --config; resume
+    and config, which say how this call was made rather than what the run is, are left out."""
+    cfg = {k: v for k, v in vars(args).items() if k not in ("resume", "config")}
+    tmp = os.path.join(args.out, ".config.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(cfg, f, indent=1)
+    os.replace(tmp, os.path.join(args.out, "config.json"))
+
+
 def stop_message(e, step, args, est):
     """A non-finite loss or an out-of-memory error: one message, with the advice and the checkpoint to resume."""
     last = latest_checkpoint(args.out) if os.path.exists(os.path.join(args.out, "latest")) else "none"
@@ -1040,7 +1279,11 @@ def main(argv=None):
                          f"now {args.max_prompt_tokens} (it selects the training prompts); resume with the same "
                          f"--max-prompt-tokens / --max-new-tokens")
     log("train.py " + " ".join(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()))
+    if not reward_of(args).is_builtin:
+        log(f"reward: {reward_of(args).describe()}")
     os.makedirs(args.out, exist_ok=True)
+    if rt.master:  # every resolved setting, in a form --config reads back (docs/training.md)
+        save_resolved_config(args)
     if args.model is None and device.type == "cpu":
         torch.set_num_threads(1)  # the tiny world: one thread is as fast, and its numbers are the same anywhere
     rt.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and \
@@ -1052,7 +1295,7 @@ def main(argv=None):
         load_trainer_state(args, model, opt, ckpt, rt, log)
         start, before = state["step"], state["before"]
         log(f"resumed from {ckpt} at step {start}")
-    write = metrics_writer(args, rt, start)
+    write = metrics_writer(args, rt, start, wandb_id=state.get("wandb_id") if state else None)
     write({"step": start, "setup": True, "init_s": round(init_s, 3), "est_mem_gb": round(est["total"] / 1e9, 3),
            "budget_gb": round(est["budget"] / 1e9, 3), "rollout_batch": args.rollout_batch, "world": world,
            "fsdp": args.fsdp, "device": str(device), "params": sum(p.numel() for p in model.parameters()),
@@ -1060,8 +1303,35 @@ def main(argv=None):
            "compile_s": round(warm_up(model, tokenizer, args, est, rt), 3)})  # (a DTensor's numel is its whole size)
 
     t_start, after = time.time(), None
+    saved = start   # the step of the newest checkpoint on disk
+
+    def checkpoint(done):
+        nonlocal saved
+        save_checkpoint(args, model, opt, {"step": done, "cursor": done * args.prompts_per_step, "before": before,
+                                           "world": world, "args": vars(args), "wandb_id": write.wandb_id}, rt)
+        saved = done
+
+    def reward_stop(e, done, bar=None):
+        """A reward function failed (plugins.RewardError): the completed steps are checkpointed first (the failing
+        step changed nothing: rewards come before the update), then the run stops naming the function and row."""
+        if bar is not None:
+            bar.close()
+        if done > saved:
+            checkpoint(done)
+        last = latest_checkpoint(args.out) if os.path.exists(os.path.join(args.out, "latest")) else "none"
+        msg = (f"stopping: {e}; the last checkpoint is {last} (step {saved}): fix the reward function, then "
+               f"--resume continues from it")
+        log(msg)
+        write.finish()
+        if owned:
+            dist.destroy_process_group()
+        raise SystemExit(msg) from None
+
     if start == 0 and evals:
-        before = eval_line(model, tokenizer, evals, args, rt, 0, write, ref_model)
+        try:
+            before = eval_line(model, tokenizer, evals, args, rt, 0, write, ref_model)
+        except plugins.RewardError as e:
+            reward_stop(e, 0)
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, disable=not rt.master,
                desc="grpo", dynamic_ncols=True)
     for step in bar:
@@ -1074,15 +1344,23 @@ def main(argv=None):
             if owned:
                 dist.destroy_process_group()
             raise SystemExit(msg) from None
+        except plugins.RewardError as e:
+            reward_stop(e, step, bar)
         write(line)
+        write.completions(getattr(rt, "completions", None))
+        rt.completions = None
         bar.set_postfix(reward=f"{line['reward']:.3f}", zero_std=f"{line['frac_zero_std']:.2f}",
                         len=f"{line['response_len']:.1f}")
         done = step + 1
         if evals and (done % args.eval_every == 0 or done == args.steps):
-            after = eval_line(model, tokenizer, evals, args, rt, done, write, ref_model)
+            try:
+                after = eval_line(model, tokenizer, evals, args, rt, done, write, ref_model)
+            except plugins.RewardError as e:
+                reward_stop(e, done, bar)
         if done % args.save_every == 0 or done == args.steps:
-            save_checkpoint(args, model, opt, {"step": done, "cursor": done * args.prompts_per_step,
-                                               "before": before, "world": world, "args": vars(args)}, rt)
+            checkpoint(done)
+        if args.save_peft_every and done % args.save_peft_every == 0:
+            save_peft_step(args, model, done, rt)
     bar.close()
 
     save_final(args, model, tokenizer, path, rt)
