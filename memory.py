@@ -213,8 +213,8 @@ def describe(est):
                if est.get("fsdp_generate") else "") + ")")
 
 
-ADVICE = ("lower --rollout-batch (completions per generate call) or --micro-batch (completions per "
-          "forward/backward), turn on --gradient-checkpointing, lower --max-new-tokens, or shard the "
+ADVICE = ("lower --rollout-batch (completions per generate call) or --micro-batch-tokens (tokens per packed "
+          "forward/backward; --micro-batch with --micro-batch-tokens 0), turn on --gradient-checkpointing, lower --max-new-tokens, or shard the "
           "model over more GPUs with torchrun ... --fsdp")
 
 

@@ -126,17 +126,19 @@ def test_estimate_is_printed_and_rollout_batch_filled(world, tmp_path, capsys):
 
 def test_out_of_memory_is_a_message_and_keeps_the_checkpoint(world, tmp_path, monkeypatch):
     train.main(_args(world, tmp_path, "--steps", "2"))
-    real = grpo.token_logprobs
+    real, real_packed = grpo.token_logprobs, grpo.packed_token_logprobs
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
     monkeypatch.setattr(grpo, "token_logprobs", oom)
+    monkeypatch.setattr(grpo, "packed_token_logprobs", oom)   # the default scoring path
     with pytest.raises(SystemExit) as e:
         train.main(_args(world, tmp_path, "--steps", "4", "--resume"))
     msg = str(e.value)
     assert "out of memory at step 3" in msg and "--rollout-batch" in msg and "--micro-batch" in msg
     assert "ckpt-000002" in msg
     monkeypatch.setattr(grpo, "token_logprobs", real)
+    monkeypatch.setattr(grpo, "packed_token_logprobs", real_packed)
     train.main(_args(world, tmp_path, "--steps", "3", "--resume"))            # and it resumes from there
     assert [l["step"] for l in _lines(tmp_path) if "reward" in l] == [1, 2, 3]
 
