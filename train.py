@@ -40,10 +40,10 @@ Choices, each explained where the code makes it:
 - several processes: each takes its share of the prompts, one all-reduce of the gradients (train_step);
 - resume is exact, across process counts too (save_checkpoint, load_trainer_state, RESUME_KEYS);
 - memory is estimated before the model loads and picks --rollout-batch (plan_memory, memory.py);
-- bf16 autocast on CUDA with the adapter branch in fp32; fp32 on CPU (main, load_model);
+- bf16 autocast on CUDA with the adapter branch in fp32; fp32 on CPU (setup, load_model);
 - a fresh run into an --out with another run's checkpoints removes them (metrics_writer);
 - rewards go through plugins.Reward (the built-in `math` is reward.grade); a reward function that raises or
-  returns something invalid stops the run after checkpointing the completed steps (main);
+  returns something invalid stops the run after checkpointing the completed steps (guarded);
 - --config files become flags placed before the command line's, so an explicit flag wins (parse_args);
 - scoring is packed into --micro-batch-tokens micro-batches, the reference pass every --kl-every steps at
   --beta 0 (accumulate_gradients, kl_step; docs/update.md);
@@ -1261,6 +1261,37 @@ def stop_message(e, step, args, est):
 
 
 def main(argv=None):
+    """The GRPO loop; setup() does everything before it, finish() everything after."""
+    run = setup(argv)
+    args, rt = run.args, run.rt
+    if run.start == 0 and run.evals:
+        run.before = guarded(run, 0, lambda: eval_line(run.model, run.tokenizer, run.evals, args, rt, 0, run.write,
+                                                       run.ref_model))
+    bar = tqdm(range(run.start, args.steps), initial=run.start, total=args.steps, disable=not rt.master,
+               desc="grpo", dynamic_ncols=True)
+    for step in bar:
+        line = guarded(run, step, lambda: train_step(run.model, run.ref_model, run.opt, run.params, run.tokenizer,
+                                                     run.train_rows, args, step, rt), bar, step_failure=True)
+        run.write(line)
+        run.write.completions(getattr(rt, "completions", None))
+        rt.completions = None
+        bar.set_postfix(reward=f"{line['reward']:.3f}", zero_std=f"{line['frac_zero_std']:.2f}",
+                        len=f"{line['response_len']:.1f}")
+        done = step + 1
+        if run.evals and (done % args.eval_every == 0 or done == args.steps):
+            run.after = guarded(run, done, lambda: eval_line(run.model, run.tokenizer, run.evals, args, rt, done,
+                                                             run.write, run.ref_model), bar)
+        if done % args.save_every == 0 or done == args.steps:
+            checkpoint(run, done)
+        if args.save_peft_every and done % args.save_peft_every == 0:
+            save_peft_step(args, run.model, done, rt)
+    bar.close()
+    return finish(run)
+
+
+def setup(argv=None):
+    """Flags, processes, data, the memory plan (which may refuse the run), the model with its adapters, AdamW, a
+    resumed checkpoint and the metrics log with its setup line. Returns the run's state as a namespace."""
     args = parse_args(argv)
     rank, world, device, owned = setup_distributed(args)
     rt = argparse.Namespace(rank=rank, world=world, device=device, master=rank == 0, fsdp_generate=None,
@@ -1301,77 +1332,62 @@ def main(argv=None):
            "fsdp": args.fsdp, "device": str(device), "params": sum(p.numel() for p in model.parameters()),
            "trainable": sum(p.numel() for p in params), "rollout_engine": args.rollout_engine,
            "compile_s": round(warm_up(model, tokenizer, args, est, rt), 3)})  # (a DTensor's numel is its whole size)
+    return argparse.Namespace(args=args, rt=rt, log=log, owned=owned, path=path, tokenizer=tokenizer, est=est,
+                              train_rows=train_rows, evals=evals, model=model, ref_model=ref_model, opt=opt,
+                              params=params, start=start, saved=start, before=before, after=None, write=write,
+                              t_start=time.time())
 
-    t_start, after = time.time(), None
-    saved = start   # the step of the newest checkpoint on disk
 
-    def checkpoint(done):
-        nonlocal saved
-        save_checkpoint(args, model, opt, {"step": done, "cursor": done * args.prompts_per_step, "before": before,
-                                           "world": world, "args": vars(args), "wandb_id": write.wandb_id}, rt)
-        saved = done
+def checkpoint(run, done):
+    """The checkpoint after `done` steps (save_checkpoint: atomic), and the step the newest one on disk holds."""
+    save_checkpoint(run.args, run.model, run.opt,
+                    {"step": done, "cursor": done * run.args.prompts_per_step, "before": run.before,
+                     "world": run.rt.world, "args": vars(run.args), "wandb_id": run.write.wandb_id}, run.rt)
+    run.saved = done
 
-    def reward_stop(e, done, bar=None):
-        """A reward function failed (plugins.RewardError): the completed steps are checkpointed first (the failing
-        step changed nothing: rewards come before the update), then the run stops naming the function and row."""
-        if bar is not None:
-            bar.close()
-        if done > saved:
-            checkpoint(done)
-        last = latest_checkpoint(args.out) if os.path.exists(os.path.join(args.out, "latest")) else "none"
-        msg = (f"stopping: {e}; the last checkpoint is {last} (step {saved}): fix the reward function, then "
-               f"--resume continues from it")
-        log(msg)
-        write.finish()
-        if owned:
-            dist.destroy_process_group()
-        raise SystemExit(msg) from None
 
-    if start == 0 and evals:
-        try:
-            before = eval_line(model, tokenizer, evals, args, rt, 0, write, ref_model)
-        except plugins.RewardError as e:
-            reward_stop(e, 0)
-    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, disable=not rt.master,
-               desc="grpo", dynamic_ncols=True)
-    for step in bar:
-        try:
-            line = train_step(model, ref_model, opt, params, tokenizer, train_rows, args, step, rt)
-        except (FloatingPointError, torch.OutOfMemoryError) as e:
-            bar.close()
-            msg = stop_message(e, step, args, est)
-            log(msg)
-            if owned:
-                dist.destroy_process_group()
-            raise SystemExit(msg) from None
-        except plugins.RewardError as e:
-            reward_stop(e, step, bar)
-        write(line)
-        write.completions(getattr(rt, "completions", None))
-        rt.completions = None
-        bar.set_postfix(reward=f"{line['reward']:.3f}", zero_std=f"{line['frac_zero_std']:.2f}",
-                        len=f"{line['response_len']:.1f}")
-        done = step + 1
-        if evals and (done % args.eval_every == 0 or done == args.steps):
-            try:
-                after = eval_line(model, tokenizer, evals, args, rt, done, write, ref_model)
-            except plugins.RewardError as e:
-                reward_stop(e, done, bar)
-        if done % args.save_every == 0 or done == args.steps:
-            checkpoint(done)
-        if args.save_peft_every and done % args.save_peft_every == 0:
-            save_peft_step(args, model, done, rt)
-    bar.close()
-
-    save_final(args, model, tokenizer, path, rt)
-    if rt.master and before is not None and after is not None:
-        log(f"held-out greedy accuracy: before {before:.1%} -> after {after:.1%} "
-            f"({100 * (after - before):+.1f} points) in {(time.time() - t_start) / 60:.1f} min of GRPO, "
-            f"{args.steps} steps; outputs in {args.out}")
-    write.finish()
-    if owned:
+def stop(run, msg, bar=None):
+    """End the run with one message instead of a traceback (the last checkpoint stays loadable)."""
+    if bar is not None:
+        bar.close()
+    run.log(msg)
+    run.write.finish()
+    if run.owned:
         dist.destroy_process_group()
-    return {"before": before, "after": after, "out": args.out, "model": model}
+    raise SystemExit(msg) from None
+
+
+def guarded(run, step, fn, bar=None, step_failure=False):
+    """fn(), with the failures that must end the run as a message. A reward function that fails
+    (plugins.RewardError): the completed steps are checkpointed first (the failing step changed nothing:
+    rewards come before the update), then the run stops naming the function and row. With step_failure (a
+    training step): a non-finite loss or running out of memory stops with the memory estimate and the advice."""
+    try:
+        return fn()
+    except plugins.RewardError as e:
+        if step > run.saved:
+            checkpoint(run, step)
+        last = latest_checkpoint(run.args.out) if os.path.exists(os.path.join(run.args.out, "latest")) else "none"
+        stop(run, f"stopping: {e}; the last checkpoint is {last} (step {run.saved}): fix the reward function, then "
+                  f"--resume continues from it", bar)
+    except (FloatingPointError, torch.OutOfMemoryError) as e:
+        if not step_failure:
+            raise
+        stop(run, stop_message(e, step, run.args, run.est), bar)
+
+
+def finish(run):
+    """The final adapter, PEFT export (and --merge), the before/after line."""
+    args = run.args
+    save_final(args, run.model, run.tokenizer, run.path, run.rt)
+    if run.rt.master and run.before is not None and run.after is not None:
+        run.log(f"held-out greedy accuracy: before {run.before:.1%} -> after {run.after:.1%} "
+                f"({100 * (run.after - run.before):+.1f} points) in {(time.time() - run.t_start) / 60:.1f} min of "
+                f"GRPO, {args.steps} steps; outputs in {args.out}")
+    run.write.finish()
+    if run.owned:
+        dist.destroy_process_group()
+    return {"before": run.before, "after": run.after, "out": args.out, "model": run.model}
 
 
 if __name__ == "__main__":
