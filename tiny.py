@@ -1,7 +1,7 @@
 """The tiny world: a ~0.8M-parameter Qwen2 that learns word problems on a laptop CPU, offline.
 
     python tiny.py            # print the shipped base's accuracies (tiny-base/, committed with the code)
-    python tiny.py --force    # rebuild tiny-base/ from scratch (one thread, ~5 min; bit-identical on one CPU)
+    python tiny.py --force    # rebuild tiny-base/ from scratch (one thread, ~5 min; bit-identical on the same CPU model)
 
 It is the default of train.py and eval.py, so the whole pipeline (prompt template, generate,
 checker, GRPO, adapters, checkpoints) runs exactly as on Qwen, in minutes, with no hub access.
