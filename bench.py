@@ -192,8 +192,8 @@ def bench_rollout(args):
                 scored = grpo.token_logprobs(model, b["input_ids"], b["attention_mask"], b["n_completion"])[0]
             scored_gap = float(((scored - b["logprobs"]).abs() * b["mask"]).max())
             e, c = res["runs"][f"eager/{method}/{batch}"], res["runs"][f"compiled/{method}/{batch}"]
-            c["scored_logp_gap"] = scored_gap
-            c.update(identical_frac=round(frac, 5), max_logp_gap=gap, speedup=round(c["tokens_per_s"] / e["tokens_per_s"], 2))
+            c.update(identical_frac=round(frac, 5), max_logp_gap=gap, scored_logp_gap=scored_gap,
+                     speedup=round(c["tokens_per_s"] / e["tokens_per_s"], 2))
             print(f"  {method} batch {batch}: compiled / eager {c['speedup']:.2f}x, identical tokens {frac:.2%}, "
                   f"max log-prob gap {gap}, vs the scored policy (token_logprobs) {scored_gap:.2e}", flush=True)
         del model
@@ -342,8 +342,7 @@ def bench_update(args):
         left = [int((attn[j, :P] == 0).sum()) for j in b]
         slots["padded"] += len(b) * (P - min(left) + int(c.max()))
     for b in grpo.token_batches(lens, mb * T):
-        ls = [lens[j] for j in b]
-        _, rows, R = grpo._pack(ls, max(max(ls), min(sum(ls), 2 * model.config.hidden_size)))
+        _, rows, R = grpo.pack_rows([lens[j] for j in b], model.config.hidden_size)
         slots["packed"] += rows * R
     params = [p for p in model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in model.parameters())

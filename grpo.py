@@ -173,18 +173,18 @@ def token_batches(lengths, budget):
     return batches
 
 
-def _pack(lengths, capacity):
-    """Rows of a packed batch: first-fit decreasing of sequences into rows of `capacity` tokens.
-    Returns (row, offset) per sequence and the number of rows."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    used, where = [], [None] * len(lengths)
-    for i in order:
-        j = next((k for k, u in enumerate(used) if u + lengths[i] <= capacity), None)
-        if j is None:
-            used.append(0)
-            j = len(used) - 1
-        where[i] = (j, used[j])
-        used[j] += lengths[i]
+def pack_rows(lengths, hidden_size, flash=False):
+    """Where packed_token_logprobs puts each sequence: token_batches of the sequences into rows of R tokens
+    (flash: one row; else 2 x hidden size, or the longest sequence if longer: see packed_token_logprobs).
+    Returns ((row, offset) per sequence, number of rows, R = the longest packed row)."""
+    capacity = sum(lengths) if flash else max(max(lengths), min(sum(lengths), 2 * hidden_size))
+    where = [None] * len(lengths)
+    used = []
+    for r, row in enumerate(token_batches(lengths, capacity)):
+        used.append(0)
+        for i in row:
+            where[i] = (r, used[r])
+            used[r] += int(lengths[i])
     return where, len(used), max(used)
 
 
@@ -218,8 +218,7 @@ def packed_token_logprobs(model, input_ids, attention_mask, n_completion_tokens,
     lens = keep.sum(1).tolist()                                          # real tokens per row
     comp = keep[:, T - L:].sum(1).tolist()                               # completion tokens per row
     assert all(c >= 1 and n > c for n, c in zip(lens, comp)), "every row needs a prompt and a completion"
-    width = 2 * model.config.hidden_size       # a dense-mask row this long spends ~1/6 of its FLOPs on attention
-    where, rows, R = _pack(lens, sum(lens) if flash else max(max(lens), min(sum(lens), width)))
+    where, rows, R = pack_rows(lens, model.config.hidden_size, flash)
     ids = torch.zeros(rows, R, dtype=input_ids.dtype, device=dev)      # (B', R)
     pos = torch.zeros(rows, R, dtype=torch.long, device=dev)
     seg = torch.full((rows, R), -1, dtype=torch.long, device=dev)      # sequence id per slot, -1: leftover

@@ -214,8 +214,8 @@ def describe(est):
 
 
 ADVICE = ("lower --rollout-batch (completions per generate call) or --micro-batch-tokens (tokens per packed "
-          "forward/backward; --micro-batch with --micro-batch-tokens 0), turn on --gradient-checkpointing, lower --max-new-tokens, or shard the "
-          "model over more GPUs with torchrun ... --fsdp")
+          "forward/backward; --micro-batch with --micro-batch-tokens 0), turn on --gradient-checkpointing, "
+          "lower --max-new-tokens, or shard the model over more GPUs with torchrun ... --fsdp")
 
 
 def fits_table(gib=80, gpus=(1, 2, 4, 8), models=("qwen2.5-1.5b", "qwen2.5-7b", "qwen3-8b", "qwen2.5-14b",

@@ -75,10 +75,12 @@ def test_rows_really_share_a_packed_row(base):
     """The batch above packs: fewer packed rows than sequences (else the test above proves nothing)."""
     _, attn, _ = batch()
     lens = attn.sum(1).tolist()
-    where, rows, R = grpo._pack(lens, max(lens))
-    assert rows < len(lens) and R == max(lens)
-    spans = sorted((r, o, o + n) for (r, o), n in zip(where, lens))
-    assert all(a[0] != b[0] or a[2] <= b[1] for a, b in zip(spans, spans[1:]))   # no overlap within a row
+    # hidden size 1: rows as long as the longest sequence; the tiny model's: rows of up to 2 x hidden tokens
+    for hidden, longest in ((1, max(lens)), (base.config.hidden_size, None)):
+        where, rows, R = grpo.pack_rows(lens, hidden)
+        assert rows < len(lens) and (longest is None or R == longest)
+        spans = sorted((r, o, o + n) for (r, o), n in zip(where, lens))
+        assert all(a[0] != b[0] or a[2] <= b[1] for a, b in zip(spans, spans[1:]))   # no overlap within a row
 
 
 def test_packing_without_the_document_mask_would_differ(base, monkeypatch):

@@ -892,9 +892,8 @@ def accumulate_gradients(model, ref_model, roll, args, denom, rt, step=0):
     # collective, so every rank must run as many micro-batches: rows then go in fixed counts (still scored packed)
     if args.micro_batch_tokens and not (args.fsdp and rt.world > 1):
         lengths = roll["attention_mask"].sum(1).cpu()
-        batches = [r[torch.tensor(b)] for r in rows if len(r)
+        batches = [r[torch.tensor(b)] for r in rows                 # rows[0] first: the signal bins lead
                    for b in grpo.token_batches(lengths[r].tolist(), args.micro_batch_tokens)]
-        batches.sort(key=lambda b: not bool(signal[b].any()))    # stable: the signal bins first
     else:
         order = torch.cat(rows)
         batches = [order[i:i + args.micro_batch] for i in range(0, len(order), args.micro_batch)]
